@@ -1,0 +1,76 @@
+"""Kong's settings: one defaults dict plus a lazy accessor.
+
+Read settings as ``kong_settings.MAIL_MANAGERS``. Values come from the Django
+settings module (``KONG_MAIL_MANAGERS``) when present, otherwise from
+``DEFAULTS``. The cache is cleared on ``setting_changed`` so
+``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Mail semantics kept from django-kong.
+    "MAIL_MANAGERS": False,
+    "MAIL_ADMINS": False,
+    "MAIL_ON_RECOVERY": True,
+    "MAIL_ON_EVERY_FAILURE": False,
+    "MAIL_ON_CONSECUTIVE_FAILURES": 1,
+    # Accepted for compatibility; every check starts with a fresh browser.
+    "RESET_BROWSER": True,
+    "SAFE_MODE": True,
+    "WORKERS": 8,
+    "CHECK_TIMEOUT": 60,
+    "REQUEST_TIMEOUT": 10,
+    "VERIFY_TLS": True,
+    # Extra seconds the parent waits after a check's timeout before SIGKILL.
+    "KILL_GRACE": 5,
+    # A worker process is replaced after this many checks (0: never).
+    "MAX_CHECKS_PER_WORKER": 500,
+    "RESULT_RETENTION_DAYS": 90,
+    "WEBHOOKS": [],
+    "WEBHOOK_TIMEOUT": 5,
+    "NOTIFIERS": [
+        "kong.notifiers.email.EmailNotifier",
+        "kong.notifiers.webhook.WebhookNotifier",
+    ],
+    "PUBLIC_DASHBOARD": False,
+    # Absolute URL prefix for links in mails, e.g. "https://ops.example.com".
+    "BASE_URL": "",
+    "EMAIL_SUBJECT_PREFIX": "[kong] ",
+    # Variables whose names match this pattern are secret (Django's own pattern).
+    "SECRET_VARIABLES": "API|TOKEN|KEY|SECRET|PASS|SIGNATURE",
+    "TIME_ZONE": None,
+    # How long a claimed check stays claimed when its run dies (seconds).
+    "CLAIM_LEASE": 300,
+    "DASHBOARD_REFRESH": 15,
+}
+
+
+class KongSettings:
+    """Attribute access to ``KONG_*`` settings with defaults."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"unknown Kong setting: KONG_{name}")
+        return _read(name)
+
+
+@cache
+def _read(name: str) -> Any:
+    return getattr(settings, f"KONG_{name}", DEFAULTS[name])
+
+
+@receiver(setting_changed)
+def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("KONG_") or setting == "TIME_ZONE":
+        _read.cache_clear()
+
+
+kong_settings = KongSettings()

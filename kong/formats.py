@@ -1,0 +1,69 @@
+"""Output formats for check_sites: text lines, JSON, Nagios, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from xml.etree import ElementTree as ET
+
+from kong.services import CheckReport, RunReport
+
+SYMBOLS = {"passed": "ok", "failed": "FAIL", "error": "ERROR", "timeout": "TIMEOUT", "crashed": "CRASH"}
+
+
+def label(item: CheckReport) -> str:
+    text = f"{item.site}/{item.test}"
+    return f"{text}@{item.server}" if item.server else text
+
+
+def text_line(item: CheckReport) -> str:
+    line = f"{SYMBOLS.get(item.status, item.status):>7}  {label(item)}  ({item.duration_ms:.0f} ms)"
+    return f"{line}  {item.reason}" if item.reason else line
+
+
+def summary(report: RunReport) -> str:
+    total = len(report.results)
+    return (
+        f"{total} check{'s' if total != 1 else ''}: {report.passed} passed, "
+        f"{report.failed} failed in {report.duration_ms / 1000:.1f} s"
+    )
+
+
+def as_json(report: RunReport) -> str:
+    return json.dumps(report.as_json(), indent=2)
+
+
+def as_nagios(report: RunReport) -> str:
+    total = len(report.results)
+    perf = f"passed={report.passed} failed={report.failed} duration={report.duration_ms / 1000:.1f}s"
+    if report.failed == 0:
+        return f"KONG OK - {report.passed} of {total} checks passed | {perf}"
+    failing = ", ".join(label(item) for item in report.results if not item.succeeded)
+    return f"KONG CRITICAL - {report.failed} of {total} checks failed: {failing} | {perf}"
+
+
+def as_junit(report: RunReport) -> bytes:
+    """One testsuite per test, one testcase per site."""
+    root = ET.Element("testsuites", name="kong", tests=str(len(report.results)), failures=str(report.failed))
+    items = sorted(report.results, key=lambda item: item.test)
+    for test, group in groupby(items, key=lambda item: item.test):
+        cases = list(group)
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=test,
+            tests=str(len(cases)),
+            failures=str(sum(1 for c in cases if c.status == "failed")),
+            errors=str(sum(1 for c in cases if c.status not in ("passed", "failed"))),
+            time=f"{sum(c.duration_ms for c in cases) / 1000:.3f}",
+        )
+        for case in cases:
+            name = f"{case.site}@{case.server}" if case.server else case.site
+            element = ET.SubElement(
+                suite, "testcase", classname=f"kong.{test}", name=name, time=f"{case.duration_ms / 1000:.3f}"
+            )
+            if case.status == "failed":
+                ET.SubElement(element, "failure", message=case.reason, type="failed").text = case.reason
+            elif case.status != "passed":
+                ET.SubElement(element, "error", message=case.reason, type=case.status).text = case.reason
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)

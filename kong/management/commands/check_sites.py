@@ -1,0 +1,111 @@
+"""Run Kong checks: every active test on every live site, or a selection."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from kong import formats, services
+from kong.conf import kong_settings
+
+EXIT_UNKNOWN = 3
+
+
+class Command(BaseCommand):
+    help = "Run twill smoke tests against the fleet. Exit 0 all passed, 2 any failed, 3 could not run."
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def error(message: str) -> None:  # argparse exits 2, which means "failed" here
+            parser.print_usage(sys.stderr)
+            raise CommandError(message, returncode=EXIT_UNKNOWN)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("-t", "--test", action="append", default=[], help="test slug (repeatable)")
+        parser.add_argument("-s", "--site", action="append", default=[], help="site slug (repeatable)")
+        parser.add_argument("-T", "--type", action="append", default=[], help="type slug (repeatable)")
+        parser.add_argument("--server", action="append", default=[], help="server slug (repeatable)")
+        parser.add_argument("-l", "--list", action="store_true", help="list the checks, run nothing")
+        parser.add_argument("--due", action="store_true", help="run only checks due by their schedule")
+        parser.add_argument("--workers", type=int, help=f"worker processes (default {kong_settings.WORKERS}; 0 inline)")
+        parser.add_argument("--timeout", type=float, help="wall-clock seconds per check")
+        parser.add_argument("--format", choices=["text", "json", "nagios"], default="text")
+        parser.add_argument("--junit-xml", type=Path, help="also write a JUnit XML report here")
+        parser.add_argument("--dry-run", action="store_true", help="render and validate only")
+        parser.add_argument("--quiet", action="store_true", help="print nothing unless something fails")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["workers"] is not None and options["workers"] < 0:
+            raise CommandError("--workers must be 0 or more", returncode=EXIT_UNKNOWN)
+        if options["timeout"] is not None and options["timeout"] <= 0:
+            raise CommandError("--timeout must be positive", returncode=EXIT_UNKNOWN)
+        try:
+            checks = services.select_checks(
+                tests=options["test"], sites=options["site"], types=options["type"], servers=options["server"]
+            )
+            if options["due"]:
+                checks = services.claim_due(checks)
+            elif not checks.exists():
+                raise services.KongError("nothing to check: no active test applies to a live site")
+        except services.KongError as error:
+            raise CommandError(str(error), returncode=EXIT_UNKNOWN) from error
+        if options["list"]:
+            for check in checks:
+                self.stdout.write(f"{check.label}\t{check.test.schedule}\t{check.status}")
+            return
+        if options["dry_run"]:
+            return self.dry_run(checks)
+        report = services.run_checks(
+            checks, workers=options["workers"], timeout=options["timeout"], on_result=self.progress(options)
+        )
+        self.emit(report, options)
+        if options["junit_xml"]:
+            options["junit_xml"].write_bytes(formats.as_junit(report))
+        if report.exit_code:
+            sys.exit(report.exit_code)
+
+    def dry_run(self, checks: Any) -> None:
+        bad = 0
+        for check, error in services.dry_run(checks):
+            bad += error is not None
+            self.stdout.write(f"{'invalid' if error else 'ok':>7}  {check.label}" + (f"  {error}" if error else ""))
+        if bad:
+            sys.exit(2)
+
+    def progress(self, options: dict[str, Any]) -> Any:
+        if options["format"] != "text" or options["quiet"]:
+            return None
+        tty = self.stdout.isatty()
+
+        def show(item: services.CheckReport, done: int, total: int) -> None:
+            if tty:
+                self.stdout.write(f"\r\033[K[{done}/{total}] {formats.label(item)}", ending="")
+            if not item.succeeded:
+                self.stdout.write(("\r\033[K" if tty else "") + formats.text_line(item))
+
+        return show
+
+    def emit(self, report: services.RunReport, options: dict[str, Any]) -> None:
+        if options["format"] == "json":
+            self.stdout.write(formats.as_json(report))
+        elif options["format"] == "nagios":
+            self.stdout.write(formats.as_nagios(report))
+        elif not options["quiet"] or report.failed:
+            if self.stdout.isatty():
+                self.stdout.write("\r\033[K", ending="")
+            if options["verbosity"] > 1:
+                for item in report.results:
+                    if item.succeeded:
+                        self.stdout.write(formats.text_line(item))
+            if options["quiet"]:
+                for item in report.results:
+                    if not item.succeeded:
+                        self.stdout.write(formats.text_line(item))
+            self.stdout.write(formats.summary(report))

@@ -1,0 +1,400 @@
+"""Kong's inventory (Server, Type, Site, Test), results and per-check state.
+
+Domain decisions live here: which sites a test applies to, what a state row
+does with a new outcome, and which alert (if any) that outcome deserves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.db import models
+from django.db.models import Q
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from kong.conf import kong_settings
+
+DEFAULT_SCHEDULE = "*/10 * * * *"
+
+
+class Status(models.TextChoices):
+    PASSED = "passed", "passed"
+    FAILED = "failed", "failed"
+    ERROR = "error", "error"
+    TIMEOUT = "timeout", "timeout"
+    CRASHED = "crashed", "crashed"
+
+
+class CheckStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    PASSED = "passed", "passed"
+    FAILED = "failed", "failed"
+    ERROR = "error", "error"
+    TIMEOUT = "timeout", "timeout"
+    CRASHED = "crashed", "crashed"
+
+
+class SlugManager(models.Manager):
+    def get_by_natural_key(self, slug: str) -> Any:
+        return self.get(slug=slug)
+
+
+class Server(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    internal_ip = models.GenericIPAddressField(null=True, blank=True)
+    external_ip = models.GenericIPAddressField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    objects = SlugManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def natural_key(self) -> tuple[str]:
+        return (self.slug,)
+
+
+class Type(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+
+    objects = SlugManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def natural_key(self) -> tuple[str]:
+        return (self.slug,)
+
+
+class Site(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    type = models.ForeignKey(
+        Type, null=True, blank=True, on_delete=models.SET_NULL, related_name="sites"
+    )
+    servername = models.CharField(
+        max_length=255, help_text="Host name (www.example.com) or full URL."
+    )
+    servers = models.ManyToManyField(Server, blank=True, related_name="sites")
+    settings_module = models.CharField(max_length=255, blank=True)
+    python_path = models.CharField(max_length=255, blank=True)
+    is_live = models.BooleanField(default=True, help_text="Only live sites are checked.")
+    variables = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "Extra template context as a JSON object, e.g. {\"section\": \"news\"}. "
+            "Variables named like API, TOKEN, KEY, SECRET, PASS or SIGNATURE are "
+            "secret: their values are masked in logs, results, mails and pages."
+        ),
+    )
+
+    objects = SlugManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def natural_key(self) -> tuple[str]:
+        return (self.slug,)
+
+    @property
+    def url(self) -> str:
+        """``servername`` with ``http://`` added when it has no scheme."""
+        if "://" in self.servername:
+            return self.servername
+        return f"http://{self.servername}"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or self.servername
+
+    def secret_values(self) -> list[str]:
+        """Values of variables whose names look secret, longest first."""
+        pattern = re.compile(kong_settings.SECRET_VARIABLES, re.IGNORECASE)
+        values = {
+            str(value)
+            for name, value in (self.variables or {}).items()
+            if pattern.search(name) and value not in (None, "")
+        }
+        return sorted(values, key=len, reverse=True)
+
+
+class TestQuerySet(models.QuerySet):
+    def active(self) -> TestQuerySet:
+        return self.filter(is_active=True)
+
+
+class TestManager(SlugManager.from_queryset(TestQuerySet)):  # type: ignore[misc]
+    pass
+
+
+class Test(models.Model):
+    __test__ = False  # not a pytest class
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    body = models.TextField(
+        help_text="A twill script, rendered as a Django template for each site."
+    )
+    sites = models.ManyToManyField(Site, blank=True, related_name="tests")
+    types = models.ManyToManyField(Type, blank=True, related_name="tests")
+    schedule = models.CharField(
+        max_length=100,
+        default=DEFAULT_SCHEDULE,
+        help_text="Five-field cron expression, e.g. */10 * * * *",
+    )
+    is_active = models.BooleanField(default=True)
+    timeout = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Wall-clock seconds per check. Empty: KONG_CHECK_TIMEOUT.",
+    )
+    per_server = models.BooleanField(
+        default=False,
+        help_text="Run once through each of the site's active servers ({{ server }} in the body).",
+    )
+
+    objects = TestManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def natural_key(self) -> tuple[str]:
+        return (self.slug,)
+
+    @property
+    def effective_timeout(self) -> int:
+        return int(self.timeout or kong_settings.CHECK_TIMEOUT)
+
+    def applicable_sites(self) -> models.QuerySet[Site]:
+        """Its own sites plus every site of its types; live sites only."""
+        return (
+            Site.objects.filter(is_live=True)
+            .filter(Q(tests=self) | Q(type__in=self.types.all()))
+            .distinct()
+        )
+
+
+class TestResultQuerySet(models.QuerySet):
+    def failures(self) -> TestResultQuerySet:
+        return self.filter(succeeded=False)
+
+
+class TestResult(models.Model):
+    __test__ = False  # not a pytest class
+
+    test = models.ForeignKey(Test, on_delete=models.CASCADE, related_name="results")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="results")
+    server = models.ForeignKey(
+        Server, null=True, blank=True, on_delete=models.SET_NULL, related_name="results"
+    )
+    run_date = models.DateTimeField(default=timezone.now, db_index=True)
+    duration = models.FloatField(default=0, help_text="Milliseconds.")
+    succeeded = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PASSED)
+    reason = models.CharField(max_length=500, blank=True)
+    content = models.TextField(blank=True, help_text="Captured twill log plus the reason.")
+    script = models.TextField(blank=True, help_text="The rendered script, secrets masked.")
+    failed_line = models.PositiveIntegerField(null=True, blank=True)
+
+    objects = TestResultQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-run_date", "-id"]
+        indexes = [
+            models.Index(fields=["site", "test", "-run_date"], name="kong_result_history"),
+            models.Index(fields=["test", "-run_date"], name="kong_result_test"),
+            models.Index(fields=["succeeded", "-run_date"], name="kong_result_failed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.test} on {self.site}: {self.status}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("kong:result_detail", args=[self.pk])
+
+    def absolute_url(self) -> str:
+        """A link for mails: ``KONG_BASE_URL`` + the result page, or ''."""
+        try:
+            path = self.get_absolute_url()
+        except NoReverseMatch:
+            return ""
+        return f"{kong_settings.BASE_URL.rstrip('/')}{path}"
+
+
+class Alert(models.TextChoices):
+    FAILURE = "failure", "failure"
+    RECOVERY = "recovery", "recovery"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What recording one outcome did to a check's state."""
+
+    previous_status: str
+    alert: str | None  # an ``Alert`` value, or None
+
+
+class CheckQuerySet(models.QuerySet):
+    def failing(self) -> CheckQuerySet:
+        return self.exclude(status__in=[CheckStatus.PASSED, CheckStatus.PENDING])
+
+    def due(self, now: datetime | None = None) -> CheckQuerySet:
+        now = now or timezone.now()
+        return self.filter(Q(next_due_at__isnull=True) | Q(next_due_at__lte=now)).filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        )
+
+
+class Check(models.Model):
+    """The state of one (test, site[, server]) pair.
+
+    Keeps scheduling, the dashboard and alert decisions O(pairs), not
+    O(history).
+    """
+
+    test = models.ForeignKey(Test, on_delete=models.CASCADE, related_name="checks")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="checks")
+    server = models.ForeignKey(
+        Server, null=True, blank=True, on_delete=models.CASCADE, related_name="checks"
+    )
+    status = models.CharField(
+        max_length=10, choices=CheckStatus.choices, default=CheckStatus.PENDING
+    )
+    status_since = models.DateTimeField(default=timezone.now)
+    last_result = models.ForeignKey(
+        TestResult, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    next_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=64, blank=True)
+    muted_until = models.DateTimeField(null=True, blank=True)
+
+    objects = CheckQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["site__name", "test__name"]
+        permissions = [("run_check", "Can run a check now from the dashboard")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["test", "site"],
+                condition=Q(server__isnull=True),
+                name="kong_check_unique_pair",
+            ),
+            models.UniqueConstraint(
+                fields=["test", "site", "server"],
+                condition=Q(server__isnull=False),
+                name="kong_check_unique_server",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        via = f" via {self.server}" if self.server_id else ""
+        return f"{self.test} on {self.site}{via}"
+
+    @property
+    def label(self) -> str:
+        """``site/test`` (``site/test@server``), as printed by check_sites."""
+        label = f"{self.site.slug}/{self.test.slug}"
+        if self.server_id:
+            label += f"@{self.server.slug}"  # type: ignore[union-attr]
+        return label
+
+    @property
+    def is_failing(self) -> bool:
+        return self.status not in (CheckStatus.PASSED, CheckStatus.PENDING)
+
+    def is_muted(self, now: datetime | None = None) -> bool:
+        return self.muted_until is not None and self.muted_until > (now or timezone.now())
+
+    def apply_result(self, result: TestResult) -> Transition:
+        """Fold a new result into this state row and decide the alert.
+
+        Keeps django-kong's semantics: alert on the first failure (or on the
+        Nth in a row with KONG_MAIL_ON_CONSECUTIVE_FAILURES = N), again on
+        every failure with KONG_MAIL_ON_EVERY_FAILURE, and on recovery with
+        KONG_MAIL_ON_RECOVERY when a failure had been alerted. Does not save.
+        """
+        previous = self.status
+        threshold = max(1, int(kong_settings.MAIL_ON_CONSECUTIVE_FAILURES))
+        alert: str | None = None
+        if result.succeeded:
+            if self.consecutive_failures >= threshold and kong_settings.MAIL_ON_RECOVERY:
+                alert = Alert.RECOVERY
+            self.consecutive_failures = 0
+        else:
+            self.consecutive_failures += 1
+            if self.consecutive_failures == threshold or (
+                self.consecutive_failures > threshold and kong_settings.MAIL_ON_EVERY_FAILURE
+            ):
+                alert = Alert.FAILURE
+        if result.status != previous:
+            self.status_since = result.run_date
+        self.status = result.status
+        self.last_result = result
+        self.last_run_at = result.run_date
+        if alert and self.is_muted(result.run_date):
+            alert = None
+        return Transition(previous_status=previous, alert=alert)
+
+
+class DailyRollup(models.Model):
+    """Per-check daily aggregate kept after raw results are pruned."""
+
+    test = models.ForeignKey(Test, on_delete=models.CASCADE, related_name="rollups")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="rollups")
+    server = models.ForeignKey(
+        Server, null=True, blank=True, on_delete=models.CASCADE, related_name="rollups"
+    )
+    day = models.DateField()
+    runs = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+    mean_duration = models.FloatField(default=0)
+    p95_duration = models.FloatField(default=0)
+    max_duration = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+        indexes = [models.Index(fields=["site", "test", "-day"], name="kong_rollup_history")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["test", "site", "day"],
+                condition=Q(server__isnull=True),
+                name="kong_rollup_unique_day",
+            ),
+            models.UniqueConstraint(
+                fields=["test", "site", "server", "day"],
+                condition=Q(server__isnull=False),
+                name="kong_rollup_unique_server_day",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.test} on {self.site}, {self.day}"
+
+
+# The permission the dashboard's run-now button needs.
+RUN_PERMISSION = "kong.run_check"

@@ -1,0 +1,254 @@
+"""Run many checks concurrently in reused worker processes, with hard timeouts.
+
+twill's state is process-global, so threads are out: each worker is a
+process forked after Django and twill are imported (so forking is cheap and
+pages are shared), and it runs one check at a time. Three timeout layers
+protect a run: httpx's per-request timeout and the soft alarm live in
+``kong.runner``; here the parent SIGKILLs a worker that overruns its
+check's timeout by ``KONG_KILL_GRACE`` seconds and replaces it. A worker
+that dies for any reason yields a ``crashed`` outcome, and the run goes on.
+
+Workers never touch the database: they receive plain ``Job`` objects and
+send back plain ``Outcome`` objects; the parent records them.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from kong import runner
+from kong.runner import CheckTimeout, Job, Outcome
+
+_fork = multiprocessing.get_context("fork")
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    job: Job | None = None
+    started: float = 0.0
+    deadline: float = 0.0
+    done: int = 0
+    pid: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pid = self.process.pid
+
+
+class WorkerPool:
+    """A pool of forked twill workers.
+
+    ``run(jobs)`` yields ``(job, outcome)`` pairs as checks finish, in
+    completion order. Use it as a context manager so workers are reaped.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        kill_grace: float = 5.0,
+        max_checks_per_worker: int = 0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one worker")
+        self.size = size
+        self.kill_grace = kill_grace
+        self.max_checks_per_worker = max_checks_per_worker
+        self.workers: list[_Worker] = []
+        self.spawned = 0
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]:
+        pending = deque(jobs)
+        try:
+            while pending or self._busy():
+                self._dispatch(pending)
+                yield from self._collect()
+        finally:
+            if self._busy():  # abandoned mid-run (Ctrl-C, SIGTERM): kill in-flight checks
+                for worker in self._busy():
+                    self._kill(worker)
+
+    def close(self) -> None:
+        for worker in list(self.workers):
+            self._retire(worker)
+
+    # -- internals -------------------------------------------------------
+
+    def _busy(self) -> list[_Worker]:
+        return [worker for worker in self.workers if worker.job is not None]
+
+    def _dispatch(self, pending: deque[Job]) -> None:
+        for worker in self.workers:
+            if not pending:
+                return
+            if worker.job is None:
+                self._assign(worker, pending.popleft())
+        while pending and len(self.workers) < self.size:
+            self._assign(self._spawn(), pending.popleft())
+
+    def _assign(self, worker: _Worker, job: Job) -> None:
+        worker.job = job
+        worker.started = time.monotonic()
+        worker.deadline = worker.started + job.timeout + self.kill_grace
+        try:
+            worker.conn.send(job)
+        except (BrokenPipeError, EOFError, OSError):
+            pass  # the worker is gone; _collect sees its sentinel and reports it
+
+    def _collect(self) -> Iterator[tuple[Job, Outcome]]:
+        busy = self._busy()
+        timeout = max(0.0, min(worker.deadline for worker in busy) - time.monotonic())
+        ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        now = time.monotonic()
+        for worker in busy:
+            job = worker.job
+            assert job is not None
+            if worker.conn in ready or worker.process.sentinel in ready:
+                outcome = self._receive(worker)
+            elif now >= worker.deadline:
+                self._kill(worker)
+                outcome = Outcome(
+                    "timeout",
+                    (now - worker.started) * 1000,
+                    f"timed out after {job.timeout:g} s; the worker was killed",
+                )
+            else:
+                continue
+            outcome.duration_ms = round(outcome.duration_ms, 1)
+            worker.job = None
+            worker.done += 1
+            if self.max_checks_per_worker and worker.done >= self.max_checks_per_worker:
+                self._retire(worker)
+            yield job, outcome
+
+    def _receive(self, worker: _Worker) -> Outcome:
+        try:
+            if worker.conn.poll():
+                outcome = worker.conn.recv()
+                if isinstance(outcome, Outcome):
+                    return outcome
+        except (EOFError, OSError):
+            pass
+        worker.process.join(1)
+        code = worker.process.exitcode
+        self._discard(worker)
+        if code is not None and code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with code {code}"
+        return Outcome(
+            "crashed",
+            (time.monotonic() - worker.started) * 1000,
+            f"the worker process {how} while running the check",
+        )
+
+    def _spawn(self) -> _Worker:
+        _prepare_fork()
+        parent_conn, child_conn = _fork.Pipe()
+        process = _fork.Process(target=_worker_main, args=(child_conn, parent_conn), daemon=True)
+        process.start()
+        gc.unfreeze()  # the child keeps the frozen heap; the parent collects as usual
+        child_conn.close()
+        worker = _Worker(process=process, conn=parent_conn)
+        self.workers.append(worker)
+        self.spawned += 1
+        return worker
+
+    def _kill(self, worker: _Worker) -> None:
+        if worker.process.is_alive():
+            os.kill(worker.pid, signal.SIGKILL)
+        worker.process.join(5)
+        self._discard(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        try:
+            worker.conn.send(None)
+        except (BrokenPipeError, EOFError, OSError):
+            pass
+        worker.process.join(2)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(2)
+        self._discard(worker)
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.conn.close()
+        if worker in self.workers:
+            self.workers.remove(worker)
+
+
+def run_jobs(jobs: Iterable[Job], workers: int, **pool_options: Any) -> Iterator[tuple[Job, Outcome]]:
+    """Run jobs in a pool of ``workers`` processes, or inline when ``workers`` is 0."""
+    if workers <= 0:
+        for job in jobs:
+            yield job, runner.execute(job)
+        return
+    jobs = list(jobs)
+    with WorkerPool(min(workers, max(1, len(jobs))), **pool_options) as pool:
+        yield from pool.run(jobs)
+
+
+def _prepare_fork() -> None:
+    """Make forking cheap and safe: freeze the heap so children share pages,
+    and drop DB connections the child must not inherit."""
+    try:
+        from django.db import connections
+
+        for connection in connections.all(initialized_only=True):
+            if not connection.in_atomic_block:
+                connection.close()
+    except Exception:  # noqa: BLE001 - Django not configured: nothing to close
+        pass
+    gc.collect()
+    gc.freeze()
+
+
+def _worker_main(conn: Connection, parent_end: Connection) -> None:
+    parent_end.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _forget_db_connections()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if job is None:
+            return
+        try:
+            outcome = runner.execute(job)
+        except CheckTimeout:  # the alarm fired between the script and its cleanup
+            outcome = Outcome("timeout", job.timeout * 1000, f"timed out after {job.timeout:g} s")
+        except BaseException as error:  # noqa: BLE001 - report, never die silently
+            outcome = Outcome("crashed", 0, f"the worker failed: {type(error).__name__}: {error}")
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _forget_db_connections() -> None:
+    """A forked child must not use (or close) the parent's DB sockets."""
+    try:
+        from django.db import connections
+
+        for connection in connections.all(initialized_only=True):
+            connection.connection = None
+    except Exception:  # noqa: BLE001
+        pass

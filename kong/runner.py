@@ -1,0 +1,297 @@
+"""Execute one validated twill script in isolation and return a plain Outcome.
+
+This is the only module that imports twill. twill 3.3 keeps its browser,
+options and namespaces in module globals, so a check must never share a
+process with another running check: concurrency comes from ``kong.pool``'s
+worker processes, and every check starts by resetting twill's state. Output
+is captured with a per-run handler on the ``twill`` logger; ``set_output``
+is never called (it rebinds ``sys.stdout``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import twill
+from pyparsing import ParseException
+from twill import commands, namespaces, parse
+from twill.browser import browser
+from twill.errors import TwillAssertionError, TwillException
+
+if TYPE_CHECKING:
+    from kong.scripts import Script, Step
+
+COMMANDS: frozenset[str] = frozenset(commands.__all__)
+MAX_LOG_CHARS = 64_000
+
+# twill attached a stdout handler when imported; Kong captures per run instead.
+if twill.handler is not None:
+    twill.log.removeHandler(twill.handler)
+twill.log.propagate = False
+twill.log.setLevel(logging.INFO)
+
+# The pristine command namespace; scripts may add to it with set_global.
+_PRISTINE_GLOBALS = dict(namespaces.global_dict)
+
+
+class CheckTimeout(BaseException):
+    """Raised by the soft wall-clock alarm; a BaseException so that twill's
+    and httpx's ``except Exception`` blocks cannot swallow it."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to run one check, with no database access."""
+
+    key: Any
+    label: str
+    script: Script
+    timeout: float
+    request_timeout: float
+    safe: bool = True
+    verify_tls: bool = True
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """The plain result of running one script."""
+
+    status: str
+    duration_ms: float
+    reason: str = ""
+    failed_line: int | None = None
+    log: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "passed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _ExitScript(Exception):  # noqa: N818
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def parse_line(line: str) -> tuple[str, list[str]] | None:
+    """Parse one line with twill's grammar; None for a comment.
+
+    Raises ValueError for anything twill would silently skip or truncate,
+    such as an unterminated quote.
+    """
+    try:
+        results = parse.full_command.parse_string(line, parse_all=True)
+    except ParseException as error:
+        if line.count('"') % 2 or line.count("'") % 2:
+            raise ValueError("unterminated quote") from error
+        raise ValueError(f"unexpected text at column {error.col}") from error
+    if not results:
+        return None
+    return str(results.command), [str(arg) for arg in results.arguments.as_list()]
+
+
+def execute(job: Job, *, app: Callable[..., Any] | None = None, soft_timeout: bool = True) -> Outcome:
+    """Run ``job.script``'s steps; never raises for script or network trouble.
+
+    ``app`` sends requests to a WSGI application in-process instead of the
+    network. The soft alarm (``soft_timeout``) only works in the main thread.
+    Returns an Outcome with secrets masked.
+    """
+    capture = _Capture()
+    twill.log.addHandler(capture)
+    start = time.perf_counter()
+    step: Step | None = None
+    outcome: Outcome
+    try:
+        with _alarm(job.timeout if soft_timeout else 0):
+            _reset(job, app)
+            for step in job.script.steps:
+                twill.log.info(">> %d: %s", step.line, _display(step))
+                _run_step(step, job)
+            outcome = Outcome("passed", 0)
+    except CheckTimeout:
+        outcome = Outcome("timeout", 0, f"timed out after {_seconds(job.timeout)}")
+    except _ExitScript as exit_:
+        if exit_.code == 0:
+            twill.log.info("exit 0: script ended early")
+            outcome = Outcome("passed", 0)
+        else:
+            outcome = Outcome("failed", 0, f"script exited with code {exit_.code}")
+    except Exception as error:  # noqa: BLE001 - every failure becomes an outcome
+        outcome = _classify(error, capture, job)
+    finally:
+        twill.log.removeHandler(capture)
+    outcome.duration_ms = round((time.perf_counter() - start) * 1000, 1)
+    if outcome.status != "passed" and step is not None:
+        outcome.failed_line = step.line
+        outcome.reason = f"{outcome.reason} at line {step.line}"
+    outcome.log = _truncate(capture.text())
+    for secret in job.secrets:
+        outcome.log = outcome.log.replace(secret, "********")
+        outcome.reason = outcome.reason.replace(secret, "********")
+    return outcome
+
+
+def _reset(job: Job, app: Callable[..., Any] | None) -> None:
+    browser.reset(app=app, timeout=job.request_timeout, verify=job.verify_tls)
+    commands.options.clear()
+    commands.options.update(commands.default_options)
+    namespaces.global_dict.clear()
+    namespaces.global_dict.update(_PRISTINE_GLOBALS)
+    del namespaces._local_dict_stack[:]
+    namespaces.new_local_dict()
+
+
+def _run_step(step: Step, job: Job) -> None:
+    globals_dict, locals_dict = namespaces.get_twill_glocals()
+    args = parse.process_args(step.args, globals_dict, locals_dict)
+    if job.safe:
+        _check_expanded_urls(step, args)
+    if step.command == "exit":
+        raise _ExitScript(_exit_code(args))
+    parse.execute_command(step.command, args, globals_dict, locals_dict, f"<{job.label}>:{step.line}")
+
+
+def _check_expanded_urls(step: Step, args: list[str]) -> None:
+    from kong.scripts import URL_COMMANDS, ScriptError, _check_url
+
+    index = URL_COMMANDS.get(step.command)
+    if index is not None and len(args) > index:
+        try:
+            _check_url(args[index], step.line)
+        except ScriptError as error:
+            raise TwillException(error.reason) from None
+
+
+def _exit_code(args: list[str]) -> int:
+    try:
+        return int(args[0]) if args and args[0] else 0
+    except ValueError:
+        raise TwillException(f"exit code must be a number, not {args[0]!r}") from None
+
+
+def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
+    if isinstance(error, TwillAssertionError):
+        message = _one_line(str(error))
+        message = re.sub(r"^code is (\d+) != (\d+)$", r"code \1 != \2", message)
+        return Outcome("failed", 0, message)
+    if isinstance(error, httpx.TimeoutException):
+        return Outcome("timeout", 0, f"request timed out after {_seconds(browser.timeout or job.request_timeout)}")
+    if isinstance(error, TwillException) and str(error).startswith("cannot go to") and capture.network_errors:
+        return Outcome("error", 0, _network_reason(*capture.network_errors[-1]))
+    if isinstance(error, httpx.HTTPError):
+        return Outcome("error", 0, f"{type(error).__name__}: {_one_line(str(error))}")
+    if isinstance(error, TwillException):
+        return Outcome("error", 0, _one_line(str(error)))
+    return Outcome("error", 0, f"{type(error).__name__}: {_one_line(str(error))}")
+
+
+def _network_reason(url: str, error: BaseException) -> str:
+    target = httpx.URL(url) if "://" in url else None
+    host = target.host if target else url
+    port = target.port if target and target.port else None
+    message = str(error)
+    lowered = message.lower()
+    if any(
+        text in lowered
+        for text in (
+            "name or service not known",
+            "nodename nor servname",
+            "temporary failure in name resolution",
+            "no address associated",
+            "name resolution",
+            "getaddrinfo",
+        )
+    ):
+        return f"DNS lookup failed for {host}"
+    if "connection refused" in lowered:
+        return f"connection refused by {host}{f':{port}' if port else ''}"
+    if "ssl" in lowered or "certificate" in lowered:
+        return f"TLS error with {host}: {_one_line(message)}"
+    return f"cannot reach {host}: {_one_line(message) or type(error).__name__}"
+
+
+class _Capture(logging.Handler):
+    """Collects twill's log for one run, and remembers network errors that
+    twill's ``go`` logs and then swallows."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.buffer = io.StringIO()
+        self.network_errors: list[tuple[str, BaseException]] = []
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("cannot go to")
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and isinstance(args[1], BaseException)
+        ):
+            self.network_errors.append((str(args[0]), args[1]))
+        try:
+            self.buffer.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - a log line must never fail a check
+            self.buffer.write(f"{record.msg}\n")
+
+    def text(self) -> str:
+        return self.buffer.getvalue()
+
+
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise CheckTimeout after ``seconds`` of wall-clock time (main thread only)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CheckTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _display(step: Step) -> str:
+    return " ".join([step.command, *(_quote(arg) for arg in step.args)])
+
+
+def _quote(arg: str) -> str:
+    return f'"{arg}"' if not arg or any(ch.isspace() for ch in arg) else arg
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:400]
+
+
+def _seconds(value: float | None) -> str:
+    value = float(value or 0)
+    return f"{value:g} s"
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= MAX_LOG_CHARS:
+        return text
+    half = MAX_LOG_CHARS // 2
+    return f"{text[:half]}\n... [{len(text) - MAX_LOG_CHARS} characters cut] ...\n{text[-half:]}"

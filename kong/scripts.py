@@ -1,0 +1,211 @@
+"""Render a test body for one site, then validate the rendered twill script.
+
+Rendering uses a private template ``Engine`` with no loaders and no
+libraries, autoescape off. Validation parses each line with twill's own
+grammar (via ``kong.runner``, the only module that imports twill) and, in
+safe mode, refuses anything that could run Python, touch files or leave
+http(s).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.template import Context, Engine, TemplateSyntaxError
+
+from kong import runner
+from kong.conf import kong_settings
+
+if TYPE_CHECKING:
+    from kong.models import Server, Site, Test
+
+MASK = "********"
+
+# What a safe script may do: browse, fill forms, assert, and set variables.
+SAFE_COMMANDS = frozenset(
+    {
+        "go", "reload", "back", "follow",
+        "code", "find", "not_find", "notfind", "url", "title",
+        "form_value", "formvalue", "fv", "form_clear", "formclear",
+        "form_action", "formaction", "fa", "submit",
+        "add_auth", "add_extra_header", "clear_extra_headers", "show_extra_headers",
+        "agent", "clear_cookies", "show_cookies", "showcookies",
+        "echo", "exit", "sleep", "timeout", "info", "tidy_ok",
+        "show", "show_html", "showhtml", "show_forms", "showforms",
+        "show_links", "showlinks", "show_history", "showhistory",
+        "set_global", "setglobal", "set_local", "setlocal",
+    }
+)  # fmt: skip
+
+# Why each dangerous twill command is refused in safe mode.
+REFUSED_COMMANDS = {
+    "run": "executes Python code",
+    "extend_with": "imports a Python module",
+    "run_file": "runs script files from disk",
+    "runfile": "runs script files from disk",
+    "rf": "runs script files from disk",
+    "add_cleanup": "runs script files from disk",
+    "save_html": "writes files",
+    "save_cookies": "writes files",
+    "load_cookies": "unpickles a file from disk",
+    "form_file": "reads files from disk",
+    "formfile": "reads files from disk",
+    "redirect_output": "writes files",
+    "redirect_error": "writes files",
+    "reset_output": "changes process output",
+    "reset_error": "changes process output",
+    "config": "changes global twill configuration",
+    "debug": "changes global debugging state",
+    "get_input": "reads from the terminal",
+    "getinput": "reads from the terminal",
+    "get_password": "reads from the terminal",
+    "getpassword": "reads from the terminal",
+}
+
+URL_COMMANDS = {"go": 0, "form_action": 1, "formaction": 1, "fa": 1}
+VARIABLE_SETTERS = {"set_global", "setglobal", "set_local", "setlocal"}
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_PLAIN_DOLLAR = re.compile(rf"\$(?:{_IDENTIFIER}|\{{{_IDENTIFIER}\}})")
+_DEBUG_TAG = re.compile(r"{%-?\s*debug\b")
+
+_engine = Engine(loaders=[], libraries={}, autoescape=False, debug=False)
+
+
+class ScriptError(ValueError):
+    """A test body that cannot be rendered or is not a valid (safe) script."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line else reason)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One validated twill command: what the runner executes, exactly."""
+
+    line: int
+    command: str
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Script:
+    """A rendered, validated script: plain, picklable data."""
+
+    source: str
+    steps: tuple[Step, ...]
+
+
+def context_for(site: Site, test: Test | None = None, server: Server | None = None) -> dict[str, Any]:
+    """The template context: each site variable, then ``site``, ``test``, ``server``."""
+    context: dict[str, Any] = dict(site.variables or {})
+    context.update(site=site, test=test, server=server)
+    return context
+
+
+def render(body: str, context: dict[str, Any]) -> str:
+    """Render ``body`` as a Django template. Raises ScriptError."""
+    if _DEBUG_TAG.search(body):
+        raise ScriptError("the {% debug %} tag is not allowed: it would print secrets")
+    try:
+        template = _engine.from_string(body)
+        return template.render(Context(context, autoescape=False))
+    except TemplateSyntaxError as error:
+        raise ScriptError(f"template error: {error}") from error
+    except Exception as error:  # a broken filter or attribute in the template
+        raise ScriptError(f"template error: {type(error).__name__}: {error}") from error
+
+
+def validate(text: str, *, safe: bool | None = None) -> Script:
+    """Parse ``text`` into steps; raises ScriptError naming the line.
+
+    Unparsable lines (an unterminated quote, say) are errors, never skipped.
+    In safe mode only ``SAFE_COMMANDS`` are allowed, arguments may hold plain
+    variable references only, and URLs must be http(s).
+    """
+    safe = kong_settings.SAFE_MODE if safe is None else safe
+    steps: list[Step] = []
+    extended = False  # after extend_with (unsafe mode), new commands may exist
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            parsed = runner.parse_line(line)
+        except ValueError as error:
+            raise ScriptError(f"cannot parse {line!r}: {error}", number) from error
+        if parsed is None:
+            continue
+        command, args = parsed
+        if command not in runner.COMMANDS and not extended:
+            raise ScriptError(f"unknown twill command {command!r}", number)
+        if safe:
+            _check_safe(command, args, number)
+        extended = extended or command == "extend_with"
+        steps.append(Step(line=number, command=command, args=tuple(args)))
+    if not steps:
+        raise ScriptError("the script has no commands")
+    return Script(source=text, steps=tuple(steps))
+
+
+def _check_safe(command: str, args: list[str], number: int) -> None:
+    if command in REFUSED_COMMANDS:
+        raise ScriptError(
+            f"{command!r} {REFUSED_COMMANDS[command]} and is not allowed in safe mode", number
+        )
+    if command not in SAFE_COMMANDS:
+        raise ScriptError(f"{command!r} is not allowed in safe mode", number)
+    for arg in args:
+        _check_safe_arg(arg, number)
+    if command in URL_COMMANDS and len(args) > URL_COMMANDS[command]:
+        _check_url(args[URL_COMMANDS[command]], number)
+    if command in VARIABLE_SETTERS and args:
+        if not re.fullmatch(_IDENTIFIER, args[0]) or args[0] in runner.COMMANDS:
+            raise ScriptError(f"{args[0]!r} is not a usable variable name", number)
+    if command == "show" and args and args[0] not in {"html", "cookies", "forms", "links", "history"}:
+        raise ScriptError(f"cannot show {args[0]!r}", number)
+
+
+def _check_safe_arg(arg: str, number: int) -> None:
+    """Only plain variable references: ``$name``, ``${name}``, ``__name__``."""
+    if "`" in arg:
+        raise ScriptError(f"backticks are not allowed in safe mode: {arg!r}", number)
+    if arg.startswith("__") and not re.fullmatch(_IDENTIFIER, arg):
+        raise ScriptError(f"only plain variable names may start with '__': {arg!r}", number)
+    if arg.startswith("$") and not arg.startswith("${") and not re.fullmatch(rf"\${_IDENTIFIER}", arg):
+        raise ScriptError(f"only plain variable references are allowed: {arg!r}", number)
+    if "${" in arg:
+        leftover = _PLAIN_DOLLAR.sub("", arg)
+        if "${" in leftover:
+            raise ScriptError(f"only plain ${{name}} references are allowed: {arg!r}", number)
+
+
+def _check_url(url: str, number: int) -> None:
+    if url.startswith(("$", "__")):
+        return  # a variable; the runner checks the value it expands to
+    if "://" in url or url.lower().startswith(("javascript:", "data:", "file:", "mailto:")):
+        scheme = url.split(":", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise ScriptError(f"only http(s) URLs are allowed, not {scheme}: {url!r}", number)
+
+
+def compile_script(test: Test, site: Site, server: Server | None = None) -> Script:
+    """Render ``test.body`` for ``site`` (through ``server``) and validate it."""
+    return validate(render(test.body, context_for(site, test, server)))
+
+
+def mask(text: str, secrets: list[str]) -> str:
+    """Replace every secret value in ``text`` with ``MASK``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def numbered(source: str) -> list[tuple[int, str]]:
+    """``(line number, text)`` pairs for showing a script."""
+    return list(enumerate(source.splitlines(), 1))

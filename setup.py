@@ -1,0 +1,42 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="django-kong",
+    version="2.0.0",
+    description="Fleet-wide functional smoke tests for Django sites, written in twill.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["kong", "kong.*"]),
+    include_package_data=True,
+    package_data={
+        "kong": [
+            "py.typed",
+            "templates/kong/*.html",
+            "templates/kong/**/*.html",
+            "static/kong/*",
+            "static/kong/**/*",
+            "fixtures/*.json",
+        ]
+    },
+    python_requires=">=3.11",
+    install_requires=[
+        "Django>=5.2,<7",
+        "twill>=3.3,<3.4",
+        "croniter>=2.0",
+    ],
+    classifiers=[
+        "Framework :: Django",
+        "Framework :: Django :: 5.2",
+        "Framework :: Django :: 6.0",
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: System :: Monitoring",
+    ],
+    zip_safe=False,
+)
