@@ -66,8 +66,10 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(BASE_DIR / "kong-tests.sqlite3"),
-            "TEST": {"NAME": str(BASE_DIR / "kong-test-db.sqlite3")},
+            # KONG_SQLITE_PATH lets a subprocess (a real `manage.py check_sites`)
+            # open the test database file that the test run created.
+            "NAME": os.environ.get("KONG_SQLITE_PATH", str(BASE_DIR / "kong-tests.sqlite3")),
+            "TEST": {"NAME": os.environ.get("KONG_SQLITE_PATH", str(BASE_DIR / "kong-test-db.sqlite3"))},
         }
     }
 

@@ -1,0 +1,36 @@
+"""Small helpers that build inventory rows for tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kong.models import Server, Site, Test, Type
+
+
+def make_type(slug: str = "news", **fields: Any) -> Type:
+    fields.setdefault("name", slug.title())
+    return Type.objects.create(slug=slug, **fields)
+
+
+def make_server(slug: str = "web1", **fields: Any) -> Server:
+    fields.setdefault("name", slug)
+    fields.setdefault("hostname", f"{slug}.example.com")
+    return Server.objects.create(slug=slug, **fields)
+
+
+def make_site(slug: str = "ljworld", servername: str = "127.0.0.1:1", **fields: Any) -> Site:
+    servers = fields.pop("servers", ())
+    fields.setdefault("name", slug.title())
+    site = Site.objects.create(slug=slug, servername=servername, **fields)
+    site.servers.set(servers)
+    return site
+
+
+def make_test(slug: str = "front-page", body: str = "go {{ site.url }}\ncode 200", **fields: Any) -> Test:
+    sites = fields.pop("sites", ())
+    types = fields.pop("types", ())
+    fields.setdefault("name", slug.replace("-", " ").title())
+    test = Test.objects.create(slug=slug, body=body, **fields)
+    test.sites.set(sites)
+    test.types.set(types)
+    return test
