@@ -1,0 +1,33 @@
+"""Optional Django Tasks entry point for scale-out.
+
+``run_check_task.enqueue(check_id)`` runs one check on whatever worker host
+the project's ``TASKS`` backend uses; the task records its own result. It
+uses ``django.tasks`` (Django 6+) or the ``django-tasks`` backport when
+installed; otherwise ``run_check_task`` is None and Kong runs checks in its
+own process pool as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kong import services
+
+try:
+    from django.tasks import task  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # Django 5.2
+    try:
+        from django_tasks import task  # type: ignore[import-not-found, no-redef, unused-ignore]
+    except ImportError:
+        task = None
+
+
+if task is not None:
+
+    @task()
+    def run_check_task(check_id: int) -> dict[str, Any]:
+        """Run and record one check; returns the plain CheckReport dict."""
+        return services.run_check(check_id)
+
+else:
+    run_check_task = None
