@@ -9,18 +9,23 @@ own process pool as usual.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from kong import services
 
-try:
-    from django.tasks import task  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # Django 5.2
-    try:
-        from django_tasks import task  # type: ignore[import-not-found, no-redef, unused-ignore]
-    except ImportError:
-        task = None
 
+def _task_decorator() -> Any:
+    for module in ("django.tasks", "django_tasks"):
+        try:
+            return import_module(module).task
+        except ImportError:
+            continue
+    return None
+
+
+task = _task_decorator()
+run_check_task: Any = None
 
 if task is not None:
 
@@ -28,6 +33,3 @@ if task is not None:
     def run_check_task(check_id: int) -> dict[str, Any]:
         """Run and record one check; returns the plain CheckReport dict."""
         return services.run_check(check_id)
-
-else:
-    run_check_task = None

@@ -63,7 +63,7 @@ if os.environ.get("KONG_TEST_DATABASE") == "postgres":
         }
     }
 else:
-    DATABASES = {
+    DATABASES: dict[str, dict[str, object]] = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             # KONG_SQLITE_PATH lets a subprocess (a real `manage.py check_sites`)
