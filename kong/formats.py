@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 from itertools import groupby
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
 from kong.services import CheckReport, RunReport
+
+if TYPE_CHECKING:
+    from kong.models import Check
+    from kong.scripts import ScriptError
+
+CLEAR_LINE = "\r\033[K"  # erases a terminal's live progress counter
 
 SYMBOLS = {"passed": "ok", "failed": "FAIL", "error": "ERROR", "timeout": "TIMEOUT", "crashed": "CRASH"}
 
@@ -27,6 +34,40 @@ def summary(report: RunReport) -> str:
         f"{total} check{'s' if total != 1 else ''}: {report.passed} passed, "
         f"{report.failed} failed in {report.duration_ms / 1000:.1f} s"
     )
+
+
+def list_line(check: Check) -> str:
+    """``site/test<TAB>schedule<TAB>status``, as ``check_sites --list`` prints it."""
+    return f"{check.label}\t{check.test.schedule}\t{check.status}"
+
+
+def dry_run_line(check: Check, error: ScriptError | None) -> str:
+    line = f"{'invalid' if error else 'ok':>7}  {check.label}"
+    return f"{line}  {error}" if error else line
+
+
+def text_lines(report: RunReport, *, quiet: bool = False, verbose: bool = False) -> list[str]:
+    """The end of a text run: passing lines when ``verbose``, failing lines
+    when ``quiet`` (progress printed them otherwise), then the summary.
+    Nothing at all when ``quiet`` and everything passed."""
+    if quiet and not report.failed:
+        return []
+    lines = [text_line(item) for item in report.results if item.succeeded] if verbose else []
+    if quiet:
+        lines += [text_line(item) for item in report.results if not item.succeeded]
+    return [*lines, summary(report)]
+
+
+def render(report: RunReport, format: str, *, quiet: bool = False, verbose: bool = False, tty: bool = False) -> list[str]:
+    """The lines ``check_sites --format FORMAT`` prints after a run."""
+    if format == "json":
+        return [as_json(report)]
+    if format == "nagios":
+        return [as_nagios(report)]
+    lines = text_lines(report, quiet=quiet, verbose=verbose)
+    if tty and lines:
+        lines[0] = CLEAR_LINE + lines[0]
+    return lines
 
 
 def as_json(report: RunReport) -> str:

@@ -14,6 +14,7 @@ import io
 import logging
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 COMMANDS: frozenset[str] = frozenset(commands.__all__)
 MAX_LOG_CHARS = 64_000
+MAX_REASON_CHARS = 460  # TestResult.reason holds 500, with room for " at line N"
 
 # twill attached a stdout handler when imported; Kong captures per run instead.
 if twill.handler is not None:
@@ -40,8 +42,15 @@ if twill.handler is not None:
 twill.log.propagate = False
 twill.log.setLevel(logging.INFO)
 
-# The pristine command namespace; scripts may add to it with set_global.
+# The pristine command namespace and command list; scripts may add to them
+# with set_global or (unsafe mode) extend_with.
 _PRISTINE_GLOBALS = dict(namespaces.global_dict)
+_PRISTINE_COMMANDS = list(parse.command_list)
+
+# twill's state is process-global: checks run one at a time per process. The
+# pool gives each check its own process; this lock keeps threads that run
+# checks inline (run-now from a threaded web server) from corrupting each other.
+_LOCK = threading.RLock()
 
 
 class CheckTimeout(BaseException):
@@ -82,7 +91,7 @@ class Outcome:
         return asdict(self)
 
 
-class _ExitScript(Exception):  # noqa: N818
+class _ExitScript(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
 
@@ -108,50 +117,85 @@ def execute(job: Job, *, app: Callable[..., Any] | None = None, soft_timeout: bo
     """Run ``job.script``'s steps; never raises for script or network trouble.
 
     ``app`` sends requests to a WSGI application in-process instead of the
-    network. The soft alarm (``soft_timeout``) only works in the main thread.
-    Returns an Outcome with secrets masked.
+    network. The soft alarm (``soft_timeout``) interrupts a step only in the
+    main thread; elsewhere the deadline is checked between steps. Returns an
+    Outcome with secrets masked; raises only KeyboardInterrupt.
     """
+    with _LOCK:
+        stdout, stderr = sys.stdout, sys.stderr
+        handlers = list(twill.log.handlers)
+        try:
+            return _execute(job, app, soft_timeout)
+        finally:
+            # Unsafe scripts may redirect output (redirect_output), which
+            # rebinds sys.stdout and adds a handler; undo both.
+            sys.stdout, sys.stderr = stdout, stderr
+            for handler in list(twill.log.handlers):
+                if handler not in handlers:
+                    twill.log.removeHandler(handler)
+
+
+def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Outcome:
     capture = _Capture()
-    twill.log.addHandler(capture)
+    twill.log.addHandler(capture)  # removed by execute()
     start = time.perf_counter()
+    deadline = start + job.timeout if job.timeout > 0 and soft_timeout else None
     step: Step | None = None
     outcome: Outcome
     try:
         with _alarm(job.timeout if soft_timeout else 0):
             _reset(job, app)
             for step in job.script.steps:
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise CheckTimeout  # no alarm outside the main thread
                 twill.log.info(">> %d: %s", step.line, _display(step))
                 _run_step(step, job)
             outcome = Outcome("passed", 0)
     except CheckTimeout:
         outcome = Outcome("timeout", 0, f"timed out after {_seconds(job.timeout)}")
-    except _ExitScript as exit_:
-        if exit_.code == 0:
-            twill.log.info("exit 0: script ended early")
-            outcome = Outcome("passed", 0)
-        else:
-            outcome = Outcome("failed", 0, f"script exited with code {exit_.code}")
-    except Exception as error:  # noqa: BLE001 - every failure becomes an outcome
+    except (_ExitScript, SystemExit) as exit_:
+        # twill's own exit (and Python's, from an unsafe ``run``) would end the
+        # whole process; the script's exit code decides the check instead.
+        outcome = _exit_outcome(exit_.code)
+    except Exception as error:  # every failure becomes an outcome
         outcome = _classify(error, capture, job)
-    finally:
-        twill.log.removeHandler(capture)
     outcome.duration_ms = round((time.perf_counter() - start) * 1000, 1)
+    # Mask before cutting, so a cut never leaves half a secret behind.
+    outcome.log = _truncate(_mask(capture.text(), job.secrets))
+    reason = _mask(outcome.reason, job.secrets)
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 3] + "..."
     if outcome.status != "passed" and step is not None:
         outcome.failed_line = step.line
-        outcome.reason = f"{outcome.reason} at line {step.line}"
-    outcome.log = _truncate(capture.text())
-    for secret in job.secrets:
-        outcome.log = outcome.log.replace(secret, "********")
-        outcome.reason = outcome.reason.replace(secret, "********")
+        reason = f"{reason} at line {step.line}"
+    outcome.reason = reason
     return outcome
 
 
+def _exit_outcome(code: object) -> Outcome:
+    if code is None or code == 0:
+        twill.log.info("exit 0: script ended early")
+        return Outcome("passed", 0)
+    return Outcome("failed", 0, f"script exited with code {code}")
+
+
+def _mask(text: str, secrets: tuple[str, ...]) -> str:
+    from kong.scripts import mask
+
+    return mask(text, list(secrets))
+
+
 def _reset(job: Job, app: Callable[..., Any] | None) -> None:
+    """Give the check a fresh browser (cookies, headers, auth, history) and
+    twill's pristine options, variables, commands and debug switches."""
     browser.reset(app=app, timeout=job.request_timeout, verify=job.verify_tls)
+    browser.debug_level = 0
     commands.options.clear()
     commands.options.update(commands.default_options)
     namespaces.global_dict.clear()
     namespaces.global_dict.update(_PRISTINE_GLOBALS)
+    parse.command_list[:] = _PRISTINE_COMMANDS
+    parse.log_commands(False)
     del namespaces._local_dict_stack[:]
     namespaces.new_local_dict()
 
@@ -167,12 +211,13 @@ def _run_step(step: Step, job: Job) -> None:
 
 
 def _check_expanded_urls(step: Step, args: list[str]) -> None:
-    from kong.scripts import URL_COMMANDS, ScriptError, _check_url
+    """A variable may expand to any URL: check the value, not the name."""
+    from kong.scripts import URL_COMMANDS, ScriptError, check_url
 
     index = URL_COMMANDS.get(step.command)
     if index is not None and len(args) > index:
         try:
-            _check_url(args[index], step.line)
+            check_url(args[index], step.line, expanded=True)
         except ScriptError as error:
             raise TwillException(error.reason) from None
 
@@ -247,7 +292,7 @@ class _Capture(logging.Handler):
             self.network_errors.append((str(args[0]), args[1]))
         try:
             self.buffer.write(self.format(record) + "\n")
-        except Exception:  # noqa: BLE001 - a log line must never fail a check
+        except Exception:  # a log line must never fail a check
             self.buffer.write(f"{record.msg}\n")
 
     def text(self) -> str:
@@ -282,12 +327,13 @@ def _quote(arg: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:400]
+    return " ".join(text.split())
 
 
-def _seconds(value: float | None) -> str:
-    value = float(value or 0)
-    return f"{value:g} s"
+def _seconds(value: Any) -> str:
+    """``"2 s"``; an httpx Timeout shows its read timeout."""
+    value = getattr(value, "read", value)
+    return f"{float(value or 0):g} s"
 
 
 def _truncate(text: str) -> str:

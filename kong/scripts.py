@@ -9,11 +9,14 @@ http(s).
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
 
-from django.template import Context, Engine, TemplateSyntaxError
+from django.template import Context, Engine, Library, TemplateSyntaxError
+from django.template.base import Parser, Token
 
 from kong import runner
 from kong.conf import kong_settings
@@ -69,9 +72,38 @@ VARIABLE_SETTERS = {"set_global", "setglobal", "set_local", "setlocal"}
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _PLAIN_DOLLAR = re.compile(rf"\$(?:{_IDENTIFIER}|\{{{_IDENTIFIER}\}})")
-_DEBUG_TAG = re.compile(r"{%-?\s*debug\b")
+# "javascript:..." has a scheme; "localhost:8000" is a host and a port.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)")
 
-_engine = Engine(loaders=[], libraries={}, autoescape=False, debug=False)
+# Template tags a test body may not use, and why.
+REFUSED_TAGS = {
+    "debug": "it would print every variable, secrets included",
+    "load": "test bodies may use Django's built-in tags and filters only",
+    "include": "test bodies cannot read other templates",
+    "extends": "test bodies cannot read other templates",
+}
+
+
+def _refusing(name: str) -> Any:
+    def refuse(parser: Parser, token: Token) -> Any:
+        raise TemplateSyntaxError(f"the {{% {name} %}} tag is not allowed: {REFUSED_TAGS[name]}")
+
+    return refuse
+
+
+def _make_engine() -> Engine:
+    """A private engine: no loaders, no libraries, autoescape off, and the
+    refused tags replaced by ones that fail with a clear reason."""
+    engine = Engine(loaders=[], libraries={}, autoescape=False, debug=False)
+    refusals = Library()
+    for name in REFUSED_TAGS:
+        refusals.tag(name, _refusing(name))
+    # Later builtins override earlier ones when a template is parsed.
+    engine.template_builtins = [*engine.template_builtins, refusals]
+    return engine
+
+
+_engine = _make_engine()
 
 
 class ScriptError(ValueError):
@@ -109,8 +141,6 @@ def context_for(site: Site, test: Test | None = None, server: Server | None = No
 
 def render(body: str, context: dict[str, Any]) -> str:
     """Render ``body`` as a Django template. Raises ScriptError."""
-    if _DEBUG_TAG.search(body):
-        raise ScriptError("the {% debug %} tag is not allowed: it would print secrets")
     try:
         template = _engine.from_string(body)
         return template.render(Context(context, autoescape=False))
@@ -162,10 +192,13 @@ def _check_safe(command: str, args: list[str], number: int) -> None:
     for arg in args:
         _check_safe_arg(arg, number)
     if command in URL_COMMANDS and len(args) > URL_COMMANDS[command]:
-        _check_url(args[URL_COMMANDS[command]], number)
+        check_url(args[URL_COMMANDS[command]], number)
     if command in VARIABLE_SETTERS and args:
-        if not re.fullmatch(_IDENTIFIER, args[0]) or args[0] in runner.COMMANDS:
-            raise ScriptError(f"{args[0]!r} is not a usable variable name", number)
+        # A variable must not shadow a command (go, code) or twill's own
+        # dunder names (__builtins__, __url__).
+        name = args[0]
+        if not re.fullmatch(_IDENTIFIER, name) or name in runner.COMMANDS or name.startswith("__"):
+            raise ScriptError(f"{name!r} is not a usable variable name", number)
     if command == "show" and args and args[0] not in {"html", "cookies", "forms", "links", "history"}:
         raise ScriptError(f"cannot show {args[0]!r}", number)
 
@@ -184,13 +217,21 @@ def _check_safe_arg(arg: str, number: int) -> None:
             raise ScriptError(f"only plain ${{name}} references are allowed: {arg!r}", number)
 
 
-def _check_url(url: str, number: int) -> None:
-    if url.startswith(("$", "__")):
-        return  # a variable; the runner checks the value it expands to
-    if "://" in url or url.lower().startswith(("javascript:", "data:", "file:", "mailto:")):
-        scheme = url.split(":", 1)[0].lower()
-        if scheme not in ("http", "https"):
-            raise ScriptError(f"only http(s) URLs are allowed, not {scheme}: {url!r}", number)
+def check_url(url: str, number: int, *, expanded: bool = False) -> None:
+    """Raise ScriptError unless ``url`` is http(s) or relative.
+
+    Before expansion (``expanded=False``) a variable reference passes: the
+    runner checks the value it expands to, with ``expanded=True``.
+    """
+    url = url.strip()
+    if not expanded and url.startswith(("$", "__")):
+        return
+    match = _SCHEME.match(url)
+    if match and match.group(1).lower() not in ("http", "https"):
+        raise ScriptError(f"only http(s) URLs are allowed, not {match.group(1).lower()}: {url!r}", number)
+
+
+_check_url = check_url  # the name kong.runner used first
 
 
 def compile_script(test: Test, site: Site, server: Server | None = None) -> Script:
@@ -199,10 +240,14 @@ def compile_script(test: Test, site: Site, server: Server | None = None) -> Scri
 
 
 def mask(text: str, secrets: list[str]) -> str:
-    """Replace every secret value in ``text`` with ``MASK``."""
+    """Replace every secret value in ``text`` with ``MASK``, also where it
+    appears URL-encoded (a submitted form) or HTML-escaped (a page)."""
+    forms: set[str] = set()
     for secret in secrets:
         if secret:
-            text = text.replace(secret, MASK)
+            forms.update((secret, quote(secret, safe=""), quote_plus(secret), html.escape(secret)))
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
     return text
 
 

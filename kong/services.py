@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from kong import pool, schedule
 from kong.conf import kong_settings
-from kong.models import Check, Server, Site, Test, TestResult, Type
+from kong.models import Check, CheckQuerySet, Server, Site, Test, TestResult, Type
 from kong.notifiers import Event, notify
 from kong.runner import Job, Outcome
 from kong.scripts import ScriptError, compile_script, context_for, mask, render
@@ -131,7 +131,7 @@ def select_checks(
     sites: Sequence[str] = (),
     types: Sequence[str] = (),
     servers: Sequence[str] = (),
-) -> models.QuerySet[Check]:
+) -> CheckQuerySet:
     """The checks matching every given selector (slugs). Raises KongError for
     an unknown slug, or when explicit selectors match nothing."""
     _require_slugs(Test, tests, "test")
@@ -139,7 +139,7 @@ def select_checks(
     _require_slugs(Type, types, "type")
     _require_slugs(Server, servers, "server")
     sync_checks()
-    checks = Check.objects.select_related("test", "site", "site__type", "server")
+    checks = Check.objects.all().select_related("test", "site", "site__type", "server")
     if tests:
         checks = checks.filter(test__slug__in=tests)
     if sites:
@@ -235,7 +235,9 @@ def record(check: Check, outcome: Outcome, *, source: str = "") -> TestResult:
             script=source or masked_source(check),
             failed_line=outcome.failed_line,
         )
-        state = Check.objects.select_for_update().get(pk=check.pk)
+        state = Check.objects.select_for_update().filter(pk=check.pk).first()
+        if state is None:  # sync_checks dropped the pair mid-run: keep the result only
+            return result
         transition = state.apply_result(result)
         state.claimed_until = None
         state.claim_token = ""
@@ -275,15 +277,14 @@ def run_checks(
     checks = list(checks)
     by_key = {check.pk: check for check in checks}
     sources: dict[int, str] = {}
-    report = RunReport()
+    done: dict[int, CheckReport] = {}
     total = len(checks)
 
     def keep(check: Check, outcome: Outcome) -> None:
         result = record(check, outcome, source=sources.get(check.pk, ""))
-        item = report_for(check, result)
-        report.results.append(item)
+        done[check.pk] = item = report_for(check, result)
         if on_result:
-            on_result(item, len(report.results), total)
+            on_result(item, len(done), total)
 
     jobs: list[Job] = []
     for check in checks:
@@ -303,6 +304,8 @@ def run_checks(
         max_checks_per_worker=int(kong_settings.MAX_CHECKS_PER_WORKER),
     ):
         keep(by_key[job.key], outcome)
+    # Report in the order asked for, not the order the pool finished in.
+    report = RunReport(results=[done[check.pk] for check in checks if check.pk in done])
     report.duration_ms = (timezone.now() - started).total_seconds() * 1000
     return report
 

@@ -13,3 +13,12 @@ def web() -> Iterator[FakeSite]:
     site = FakeSite().start()
     yield site
     site.stop()
+
+
+@pytest.fixture
+def hook() -> Iterator[FakeSite]:
+    """A second real server on 127.0.0.1, e.g. to receive webhook POSTs."""
+    site = FakeSite().start()
+    site.route("/hook", body="ok", content_type="text/plain")
+    yield site
+    site.stop()

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kong import formats, services
 from kong.conf import kong_settings
 
-EXIT_UNKNOWN = 3
+EXIT_UNKNOWN = 3  # Nagios UNKNOWN: Kong could not run
 
 
 class Command(BaseCommand):
@@ -20,9 +20,13 @@ class Command(BaseCommand):
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
 
-        def error(message: str) -> None:  # argparse exits 2, which means "failed" here
+        def error(message: str) -> None:
+            # argparse exits 2, which means "a check failed" to Nagios and cron.
+            if not parser.called_from_command_line:
+                raise CommandError(message, returncode=EXIT_UNKNOWN)
             parser.print_usage(sys.stderr)
-            raise CommandError(message, returncode=EXIT_UNKNOWN)
+            sys.stderr.write(f"{parser.prog}: error: {message}\n")
+            sys.exit(EXIT_UNKNOWN)
 
         parser.error = error  # type: ignore[method-assign]
         return parser
@@ -46,40 +50,40 @@ class Command(BaseCommand):
             raise CommandError("--workers must be 0 or more", returncode=EXIT_UNKNOWN)
         if options["timeout"] is not None and options["timeout"] <= 0:
             raise CommandError("--timeout must be positive", returncode=EXIT_UNKNOWN)
+        running = not (options["list"] or options["dry_run"])
         try:
-            checks = services.select_checks(
+            checks: Any = services.select_checks(
                 tests=options["test"], sites=options["site"], types=options["type"], servers=options["server"]
             )
-            if options["due"]:
-                checks = services.claim_due(checks)
+            if options["due"]:  # claim only what this process will really run
+                checks = services.claim_due(checks) if running else checks.due()
             elif not checks.exists():
                 raise services.KongError("nothing to check: no active test applies to a live site")
         except services.KongError as error:
             raise CommandError(str(error), returncode=EXIT_UNKNOWN) from error
         if options["list"]:
             for check in checks:
-                self.stdout.write(f"{check.label}\t{check.test.schedule}\t{check.status}")
-            return
-        if options["dry_run"]:
-            return self.dry_run(checks)
-        report = services.run_checks(
-            checks, workers=options["workers"], timeout=options["timeout"], on_result=self.progress(options)
-        )
-        self.emit(report, options)
-        if options["junit_xml"]:
-            options["junit_xml"].write_bytes(formats.as_junit(report))
-        if report.exit_code:
-            sys.exit(report.exit_code)
-
-    def dry_run(self, checks: Any) -> None:
-        bad = 0
-        for check, error in services.dry_run(checks):
-            bad += error is not None
-            self.stdout.write(f"{'invalid' if error else 'ok':>7}  {check.label}" + (f"  {error}" if error else ""))
-        if bad:
-            sys.exit(2)
+                self.stdout.write(formats.list_line(check))
+        elif options["dry_run"]:
+            problems = services.dry_run(checks)
+            for check, problem in problems:
+                self.stdout.write(formats.dry_run_line(check, problem))
+            if any(problem for _, problem in problems):
+                sys.exit(2)
+        else:
+            report = services.run_checks(
+                checks, workers=options["workers"], timeout=options["timeout"], on_result=self.progress(options)
+            )
+            tty = self.stdout.isatty()
+            for line in formats.render(report, options["format"], quiet=options["quiet"], verbose=options["verbosity"] > 1, tty=tty):
+                self.stdout.write(line)
+            if options["junit_xml"]:
+                options["junit_xml"].write_bytes(formats.as_junit(report))
+            if report.exit_code:
+                sys.exit(report.exit_code)
 
     def progress(self, options: dict[str, Any]) -> Any:
+        """Failures as they happen (and a live counter on a terminal), text format only."""
         if options["format"] != "text" or options["quiet"]:
             return None
         tty = self.stdout.isatty()
@@ -91,21 +95,3 @@ class Command(BaseCommand):
                 self.stdout.write(("\r\033[K" if tty else "") + formats.text_line(item))
 
         return show
-
-    def emit(self, report: services.RunReport, options: dict[str, Any]) -> None:
-        if options["format"] == "json":
-            self.stdout.write(formats.as_json(report))
-        elif options["format"] == "nagios":
-            self.stdout.write(formats.as_nagios(report))
-        elif not options["quiet"] or report.failed:
-            if self.stdout.isatty():
-                self.stdout.write("\r\033[K", ending="")
-            if options["verbosity"] > 1:
-                for item in report.results:
-                    if item.succeeded:
-                        self.stdout.write(formats.text_line(item))
-            if options["quiet"]:
-                for item in report.results:
-                    if not item.succeeded:
-                        self.stdout.write(formats.text_line(item))
-            self.stdout.write(formats.summary(report))
