@@ -1,0 +1,289 @@
+"""Kong's admin, built for fleets of dozens to thousands of sites.
+
+Changelists never run a query per row: counts come from subqueries and
+related rows from ``list_select_related`` or one prefetch. Secret site
+variables never reach the page in clear. Results are read-only; checks only
+take a mute.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from kong.forms import SiteAdminForm, TestAdminForm, masked_variables
+from kong.models import Check, CheckStatus, Server, Site, Test, TestResult, Type
+
+MUTE_FOR = timedelta(hours=1)
+
+
+def count_of(rows: QuerySet[Any], column: str) -> Coalesce:
+    """An annotation counting ``rows`` whose ``column`` is the outer row's pk.
+
+    A correlated subquery, unlike ``Count()`` over joins, stays cheap when a
+    changelist counts several relations at once.
+    """
+    counted = rows.filter(**{column: OuterRef("pk")}).order_by().values(column).annotate(n=Count("*")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def failing_checks(column: str) -> Coalesce:
+    return count_of(Check.objects.failing(), column)
+
+
+@admin.register(Server)
+class ServerAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "hostname", "internal_ip", "external_ip", "is_active", "site_count")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug", "hostname", "internal_ip", "external_ip")
+    prepopulated_fields = {"slug": ("name",)}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
+        return super().get_queryset(request).annotate(site_total=count_of(Site.servers.through.objects.all(), "server"))
+
+    @admin.display(description="sites", ordering="site_total")
+    def site_count(self, server: Any) -> int:
+        return int(server.site_total)
+
+
+class SiteInline(admin.TabularInline):
+    model = Site
+    fields = ("name", "slug", "servername", "is_live")
+    prepopulated_fields = {"slug": ("name",)}
+    show_change_link = True
+    extra = 0
+
+
+@admin.register(Type)
+class TypeAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "site_count", "description")
+    search_fields = ("name", "slug", "description")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = [SiteInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Type]:
+        return super().get_queryset(request).annotate(site_total=count_of(Site.objects.all(), "type"))
+
+    @admin.display(description="sites", ordering="site_total")
+    def site_count(self, type_: Any) -> int:
+        return int(type_.site_total)
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    form = SiteAdminForm
+    list_display = ("name", "slug", "type", "site_link", "server_list", "is_live", "failing", "variables_masked")
+    list_filter = ("type", "servers", "is_live")
+    list_select_related = ("type",)
+    # Not `variables`: searching by value would let anyone probe for a secret.
+    search_fields = ("name", "slug", "servername", "type__name", "settings_module")
+    prepopulated_fields = {"slug": ("name",)}
+    filter_horizontal = ("servers",)
+    actions = ["make_live", "make_not_live"]
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "type", "servername", "servers", "is_live")}),
+        ("Script variables", {"fields": ("variables",)}),
+        ("Deployment", {"fields": ("settings_module", "python_path"), "classes": ("collapse",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Site]:
+        return super().get_queryset(request).prefetch_related("servers").annotate(failing_total=failing_checks("site"))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        # View-only users get every field read-only, shown straight from the
+        # row; swap in the masked rendering so they never see secrets.
+        return [
+            (name, {**options, "fields": tuple("variables_masked" if f == "variables" else f for f in options["fields"])})
+            for name, options in fieldsets
+        ]
+
+    @admin.display(description="URL", ordering="servername")
+    def site_link(self, site: Site) -> str:
+        return format_html('<a href="{}" rel="noopener noreferrer">{}</a>', site.url, site.servername)
+
+    @admin.display(description="servers")
+    def server_list(self, site: Site) -> str:
+        return ", ".join(server.name for server in site.servers.all())
+
+    @admin.display(description="failing checks", ordering="failing_total")
+    def failing(self, site: Any) -> int:
+        return int(site.failing_total)
+
+    @admin.display(description="variables")
+    def variables_masked(self, site: Site) -> str:
+        text = ", ".join(f"{name}={value}" for name, value in masked_variables(site).items())
+        return Truncator(text).chars(80)
+
+    @admin.action(description="Mark selected sites live (checked)")
+    def make_live(self, request: HttpRequest, queryset: QuerySet[Site]) -> None:
+        count = queryset.update(is_live=True)
+        self.message_user(request, f"{count} site(s) are live and will be checked.", messages.SUCCESS)
+
+    @admin.action(description="Mark selected sites not live (not checked)")
+    def make_not_live(self, request: HttpRequest, queryset: QuerySet[Site]) -> None:
+        count = queryset.update(is_live=False)
+        self.message_user(request, f"{count} site(s) are no longer live and will not be checked.", messages.SUCCESS)
+
+
+@admin.register(Test)
+class TestAdmin(admin.ModelAdmin):
+    __test__ = False  # not a pytest class
+
+    form = TestAdminForm
+    save_as = True
+    list_display = ("name", "slug", "schedule", "is_active", "per_server", "type_count", "site_count", "failing")
+    list_filter = ("is_active", "per_server", "types")
+    search_fields = ("name", "slug", "body")
+    prepopulated_fields = {"slug": ("name",)}
+    filter_horizontal = ("sites", "types")
+    actions = ["activate", "deactivate"]
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "body")}),
+        ("Where it runs", {"fields": ("types", "sites", "per_server")}),
+        ("When", {"fields": ("schedule", "timeout", "is_active")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Test]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                type_total=count_of(Test.types.through.objects.all(), "test"),
+                site_total=count_of(Test.sites.through.objects.all(), "test"),
+                failing_total=failing_checks("test"),
+            )
+        )
+
+    @admin.display(description="types", ordering="type_total")
+    def type_count(self, test: Any) -> int:
+        return int(test.type_total)
+
+    @admin.display(description="own sites", ordering="site_total")
+    def site_count(self, test: Any) -> int:
+        return int(test.site_total)
+
+    @admin.display(description="failing checks", ordering="failing_total")
+    def failing(self, test: Any) -> int:
+        return int(test.failing_total)
+
+    @admin.action(description="Activate selected tests")
+    def activate(self, request: HttpRequest, queryset: QuerySet[Test]) -> None:
+        count = queryset.update(is_active=True)
+        self.message_user(request, f"{count} test(s) activated.", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected tests")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Test]) -> None:
+        count = queryset.update(is_active=False)
+        self.message_user(request, f"{count} test(s) deactivated.", messages.SUCCESS)
+
+
+@admin.register(TestResult)
+class TestResultAdmin(admin.ModelAdmin):
+    """Results are a record of what happened: viewable and deletable, never edited."""
+
+    list_display = ("run_date", "site", "test", "server", "status", "duration_ms", "failed_line", "short_reason")
+    list_filter = ("status", "test", "site__type")
+    list_select_related = ("test", "site", "server")
+    search_fields = ("site__name", "site__slug", "test__name", "test__slug", "reason")
+    date_hierarchy = "run_date"
+    raw_id_fields = ("test", "site", "server")
+    # COUNT(*) over millions of results on every page is not worth it.
+    show_full_result_count = False
+    fields = (
+        "test", "site", "server", "run_date", "status", "succeeded", "duration",
+        "failed_line", "reason", "script", "content",
+    )  # fmt: skip
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TestResult]:
+        # The changelist never shows the (large) log and script.
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name == "kong_testresult_changelist":
+            queryset = queryset.defer("content", "script")
+        return queryset
+
+    @admin.display(description="duration", ordering="duration")
+    def duration_ms(self, result: TestResult) -> str:
+        return f"{result.duration:.0f} ms"
+
+    @admin.display(description="reason")
+    def short_reason(self, result: TestResult) -> str:
+        return Truncator(result.reason).chars(100)
+
+
+class MutedFilter(admin.SimpleListFilter):
+    title = "muted"
+    parameter_name = "muted"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Muted now"), ("no", "Not muted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        if self.value() == "yes":
+            return queryset.filter(muted_until__gt=now)
+        if self.value() == "no":
+            return queryset.exclude(muted_until__gt=now)
+        return queryset
+
+
+@admin.register(Check)
+class CheckAdmin(admin.ModelAdmin):
+    """The live state of each (test, site[, server]) pair.
+
+    Rows are created and updated by check_sites; people only mute them.
+    """
+
+    list_display = (
+        "site", "test", "server", "status", "status_since", "consecutive_failures",
+        "last_run_at", "next_due_at", "muted_until", "last_reason",
+    )  # fmt: skip
+    list_filter = ("status", MutedFilter, "test", "site__type")
+    list_select_related = ("test", "site", "server", "last_result")
+    search_fields = ("site__name", "site__slug", "test__name", "test__slug", "server__slug")
+    actions = ["mute_for_an_hour", "unmute"]
+    fields = (
+        "test", "site", "server", "status", "status_since", "consecutive_failures", "last_result",
+        "last_run_at", "next_due_at", "claimed_until", "muted_until",
+    )  # fmt: skip
+    readonly_fields = tuple(name for name in fields if name != "muted_until")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Check]:
+        return super().get_queryset(request).defer("last_result__content", "last_result__script")
+
+    @admin.display(description="last reason")
+    def last_reason(self, check: Check) -> str:
+        if check.status in (CheckStatus.PASSED, CheckStatus.PENDING) or check.last_result is None:
+            return ""
+        return Truncator(check.last_result.reason).chars(100)
+
+    @admin.action(description="Mute selected checks for 1 hour (no alerts)")
+    def mute_for_an_hour(self, request: HttpRequest, queryset: QuerySet[Check]) -> None:
+        until = timezone.now() + MUTE_FOR
+        count = queryset.update(muted_until=until)
+        local = timezone.localtime(until).strftime("%H:%M")
+        self.message_user(request, f"{count} check(s) muted until {local}.", messages.SUCCESS)
+
+    @admin.action(description="Unmute selected checks")
+    def unmute(self, request: HttpRequest, queryset: QuerySet[Check]) -> None:
+        count = queryset.update(muted_until=None)
+        self.message_user(request, f"{count} check(s) unmuted.", messages.SUCCESS)
