@@ -12,14 +12,14 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from kong.conf import kong_settings
-
-DEFAULT_SCHEDULE = "*/10 * * * *"
+from kong.schedule import DEFAULT_SCHEDULE, next_run, validate_schedule_field
 
 
 class Status(models.TextChoices):
@@ -159,7 +159,11 @@ class Test(models.Model):
     schedule = models.CharField(
         max_length=100,
         default=DEFAULT_SCHEDULE,
-        help_text="Five-field cron expression, e.g. */10 * * * *",
+        validators=[validate_schedule_field],
+        help_text=(
+            "Five-field cron expression (minute hour day month weekday), e.g. */10 * * * *, "
+            "in KONG_TIME_ZONE (default: TIME_ZONE)."
+        ),
     )
     is_active = models.BooleanField(default=True)
     timeout = models.PositiveIntegerField(
@@ -179,6 +183,24 @@ class Test(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; raises ValidationError for a schedule that is not a 5-field
+        cron expression that fires. When the schedule changed, this test's
+        checks that have run move their next run to the new schedule (checks
+        that never ran stay due at once)."""
+        try:
+            validate_schedule_field(self.schedule)
+        except ValidationError as error:
+            raise ValidationError({"schedule": error.messages}) from error
+        previous = None
+        if self.pk is not None:
+            previous = Test.objects.filter(pk=self.pk).values_list("schedule", flat=True).first()
+        super().save(*args, **kwargs)
+        if previous is not None and previous != self.schedule:
+            Check.objects.filter(test=self, next_due_at__isnull=False).update(
+                next_due_at=next_run(self.schedule, timezone.now())
+            )
 
     def natural_key(self) -> tuple[str]:
         return (self.slug,)
