@@ -142,8 +142,10 @@ class SiteAdminForm(forms.ModelForm):
         if value is None or value == "":
             return {}
         if not isinstance(value, dict):
-            names: dict[type, str] = {list: "a list", str: "a string"}
-            kind = names.get(type(value), f"a {type(value).__name__}")
+            kind = next(
+                (name for cls, name in ((str, "a string"), (list, "a list"), (bool, "true/false")) if isinstance(value, cls)),
+                "a number",
+            )
             raise ValidationError(
                 f'Enter a JSON object such as {{"section": "news"}}, not {kind}.', code="not_an_object"
             )
