@@ -100,7 +100,8 @@ class FakeSite:
                 pass  # a client hanging up mid-request is what timeout tests do
 
         self.server = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval keeps stop() (and so every test's teardown) quick.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def port(self) -> int:
