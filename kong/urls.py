@@ -10,7 +10,7 @@ app_name = "kong"
 
 urlpatterns = [
     path("", views.index, name="index"),
-    path("dashboard/", views.dashboard, name="dashboard"),
+    path("dashboard/", views.dashboard_view, name="dashboard"),
     path("failed/", views.failed, name="failed"),
     path("site/<slug:site_slug>/", views.site_detail, name="site_detail"),
     path("site/<slug:site_slug>/<slug:test_slug>/", views.testresult_for_site, name="testresult_for_site"),

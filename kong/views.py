@@ -1,15 +1,241 @@
-"""Kong's dashboard views (placeholders until the dashboard lands)."""
+"""Kong's pages. Each view reads through ``kong.dashboard`` and renders.
+
+Every page needs a logged-in user unless ``KONG_PUBLIC_DASHBOARD`` is True;
+running a check always needs login and the ``kong.run_check`` permission.
+Templates are looked up specific-then-default (``kong/site_detail_<slug>.html``
+before ``kong/site_detail.html``), so a host project can override one page,
+or one site's page, by dropping in one template.
+"""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_GET, require_POST
+
+from kong import dashboard, services
+from kong.conf import kong_settings
+from kong.models import RUN_PERMISSION, Check, Site, Test, TestResult
+from kong.scripts import mask, numbered
+
+HISTORY_PAGE_SIZE = 15
+FAILED_PAGE_SIZE = 25
+
+View = Callable[..., HttpResponse]
+
+# twill keeps its state in module globals: two run-now requests in two
+# threads of one web process must not run scripts at the same time.
+_RUN_LOCK = threading.Lock()
 
 
-def _placeholder(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return HttpResponse("Kong dashboard: coming soon.", content_type="text/plain")
+def can_view(request: HttpRequest) -> bool:
+    return bool(kong_settings.PUBLIC_DASHBOARD) or request.user.is_authenticated
 
 
-index = dashboard = failed = site_detail = testresult_for_site = _placeholder
-run_test_on_site = result_detail = test_detail = metrics = api_status = _placeholder
+def kong_page(view: View) -> View:
+    """A GET page: login unless ``KONG_PUBLIC_DASHBOARD``."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not can_view(request):
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return require_GET(wrapper)
+
+
+def kong_feed(view: View) -> View:
+    """A machine-readable feed: the same rule, but 403 instead of a login page."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not can_view(request):
+            return HttpResponseForbidden("Log in, or set KONG_PUBLIC_DASHBOARD = True.", content_type="text/plain")
+        return view(request, *args, **kwargs)
+
+    return require_GET(wrapper)
+
+
+def templates(page: str, *specific: str) -> list[str]:
+    """``kong/<page>_<specific>.html`` for each specific key, then ``kong/<page>.html``."""
+    return [f"kong/{page}_{key}.html" for key in specific if key] + [f"kong/{page}.html"]
+
+
+def render_live(request: HttpRequest, page: str, context: dict[str, Any]) -> HttpResponse:
+    """The whole page, or with ``?partial=1`` only its live fragment (for in-place refresh)."""
+    context["refresh"] = int(kong_settings.DASHBOARD_REFRESH)
+    if request.GET.get("partial"):
+        response = render(request, templates(f"{page}_live"), {**context, "partial": True})
+        response["X-Kong-Partial"] = "1"
+        response["Cache-Control"] = "no-store"
+        return response
+    return render(request, templates(page), context)
+
+
+@kong_page
+def index(request: HttpRequest) -> HttpResponse:
+    """The live fleet matrix: sites by tests, filterable, failing first."""
+    fleet = dashboard.load_fleet()
+    filters = dashboard.Filters.from_query(request.GET)
+    context = {"matrix": dashboard.build_matrix(fleet, filters), "filters": filters}
+    return render_live(request, "index", context)
+
+
+@kong_page
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    """The wallboard: one big light per site."""
+    lights = dashboard.lights(dashboard.load_fleet())
+    failing = sum(1 for light in lights if light.failing)
+    return render_live(request, "dashboard", {"lights": lights, "failing": failing})
+
+
+@kong_page
+def failed(request: HttpRequest) -> HttpResponse:
+    """Recent failures, newest first (index kong_result_failed)."""
+    results = TestResult.objects.failures().select_related("test", "site", "server").defer("content", "script")
+    page = Paginator(results, FAILED_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, templates("failed"), {"page": page})
+
+
+@kong_page
+def site_detail(request: HttpRequest, site_slug: str) -> HttpResponse:
+    """Every test on one site with its latest result and a sparkline."""
+    site = get_object_or_404(Site.objects.select_related("type"), slug=site_slug)
+    checks = list(
+        Check.objects.filter(site=site)
+        .select_related("test", "server", "last_result")
+        .defer("last_result__content", "last_result__script")
+        .order_by("test__name", "server__name")
+    )
+    recent = dashboard.recent_points(checks)
+    context = {
+        "site": site,
+        "rows": [(check, recent[check.pk]) for check in checks],
+        "servers": list(site.servers.all()),
+        "can_run": request.user.has_perm(RUN_PERMISSION),
+    }
+    return render(request, templates("site_detail", site.slug), context)
+
+
+@kong_page
+def testresult_for_site(request: HttpRequest, site_slug: str, test_slug: str) -> HttpResponse:
+    """One test's history on one site: 15 per page, a duration chart, pass rate, p50/p95."""
+    site = get_object_or_404(Site, slug=site_slug)
+    test = get_object_or_404(Test, slug=test_slug)
+    range_name, since = dashboard.range_start(request.GET.get("range", ""))
+    results = dashboard.history(site, test, since)
+    points = dashboard.points(results)
+    context = {
+        "site": site,
+        "test": test,
+        "checks": list(Check.objects.filter(site=site, test=test).select_related("server")),
+        "page": Paginator(results, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
+        "points": points,
+        "stats": dashboard.stats(points),
+        "range": range_name,
+        "ranges": list(dashboard.RANGES),
+        "chart_limit": dashboard.CHART_LIMIT,
+        "can_run": request.user.has_perm(RUN_PERMISSION),
+    }
+    return render(request, templates("testresult_for_site", f"{site.slug}_{test.slug}"), context)
+
+
+@kong_page
+def result_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One result: the script with line numbers and the failing line, the log, the reason."""
+    result = get_object_or_404(TestResult.objects.select_related("test", "site", "server"), pk=pk)
+    secrets = result.site.secret_values()
+    previous, following = dashboard.neighbours(result)
+    context = {
+        "result": result,
+        "lines": numbered(mask(result.script, secrets)),
+        "log": mask(result.content, secrets),
+        "reason": mask(result.reason, secrets),
+        "previous": previous,
+        "next": following,
+        "can_run": request.user.has_perm(RUN_PERMISSION),
+    }
+    return render(request, templates("result_detail", result.test.slug), context)
+
+
+@kong_page
+def test_detail(request: HttpRequest, test_slug: str) -> HttpResponse:
+    """One test across all its sites, with a chart comparing their durations."""
+    test = get_object_or_404(Test, slug=test_slug)
+    range_name, since = dashboard.range_start(request.GET.get("range", ""))
+    checks = list(
+        Check.objects.filter(test=test)
+        .select_related("site", "server", "last_result")
+        .defer("last_result__content", "last_result__script", "site__variables")
+        .order_by("site__name", "server__name")
+    )
+    series = dashboard.series_for_test(test, since)
+    names = {check.site_id: check.site.name for check in checks}
+    missing = set(series) - set(names)
+    if missing:  # sites the test no longer applies to still have history
+        names.update(Site.objects.filter(pk__in=missing).values_list("pk", "name"))
+    site_series = sorted(((names[site_id], points) for site_id, points in series.items()), key=lambda s: s[0])
+    context = {
+        "test": test,
+        "checks": checks,
+        "series": site_series,
+        "range": range_name,
+        "ranges": list(dashboard.RANGES),
+    }
+    return render(request, templates("test_detail", test.slug), context)
+
+
+@require_POST
+@csrf_protect
+def run_test_on_site(request: HttpRequest, site_slug: str, test_slug: str) -> HttpResponse:
+    """Run one test on one site now (``kong.services.run_check``), then show the result."""
+    history = reverse("kong:testresult_for_site", args=[site_slug, test_slug])
+    if not request.user.is_authenticated:
+        return redirect_to_login(history)
+    if not request.user.has_perm(RUN_PERMISSION):
+        return HttpResponseForbidden("You need the kong.run_check permission.", content_type="text/plain")
+    site = get_object_or_404(Site, slug=site_slug)
+    test = get_object_or_404(Test, slug=test_slug)
+    checks = Check.objects.filter(site=site, test=test).order_by("server__name")
+    if not checks.exists():
+        services.sync_checks()  # the test or site may be newer than the last sync
+    if server := request.POST.get("server"):
+        checks = checks.filter(server__slug=server)
+    check_ids = list(checks.values_list("pk", flat=True))
+    if not check_ids:
+        raise Http404("This test does not apply to this site.")
+    with _RUN_LOCK:
+        reports = [services.run_check(check_id) for check_id in check_ids]
+    for report in reports:
+        label = f"{test.name} on {site.name}" + (f" via {report['server']}" if report["server"] else "")
+        level = messages.SUCCESS if report["succeeded"] else messages.ERROR
+        messages.add_message(request, level, f"Ran {label}: {report['status']}.", fail_silently=True)
+    if len(reports) == 1:
+        return redirect("kong:result_detail", reports[0]["result_id"])
+    return redirect(history)
+
+
+@kong_feed
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format: one set of gauges per check, plus totals."""
+    text = dashboard.prometheus(dashboard.load_fleet())
+    return HttpResponse(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@kong_feed
+def api_status(request: HttpRequest) -> HttpResponse:
+    """JSON: counts by status and every check's state."""
+    data = dashboard.status_json(dashboard.load_fleet(), dashboard.runner_staleness())
+    return HttpResponse(json.dumps(data, indent=1), content_type="application/json")
+

@@ -1,0 +1,514 @@
+"""Query helpers for the dashboard: the fleet matrix, rollups and histories.
+
+Everything the live pages show comes from ``Check`` rows, one per (test,
+site[, server]) pair, so the index costs a fixed number of queries however
+long the history grows. History pages read ``TestResult`` through its
+indexes: ``(site, test, -run_date)``, ``(test, -run_date)`` and
+``(succeeded, -run_date)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+
+from kong import schedule
+from kong.models import Check, CheckStatus, Site, Test, TestResult
+
+FAILING = frozenset({CheckStatus.FAILED, CheckStatus.ERROR, CheckStatus.TIMEOUT, CheckStatus.CRASHED})
+
+# History ranges a page can show, by query-string value.
+RANGES: dict[str, timedelta] = {
+    "24h": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+}
+DEFAULT_RANGE = "7d"
+# A chart and its statistics cover at most this many of the newest results in range.
+CHART_LIMIT = 2000
+
+
+# -- the fleet, from Check rows --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A row of the inventory as the dashboard needs it: id, slug, name."""
+
+    id: int
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRef(Ref):
+    type: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """One check's current state with its latest result's headline."""
+
+    id: int
+    site: SiteRef
+    test: Ref
+    server: Ref | None
+    status: str
+    status_since: datetime
+    last_run_at: datetime | None
+    consecutive_failures: int
+    muted_until: datetime | None
+    result_id: int | None
+    duration: float | None
+    failed_line: int | None
+    reason: str
+
+    @property
+    def is_failing(self) -> bool:
+        return self.status in FAILING
+
+    @property
+    def is_muted(self) -> bool:
+        return self.muted_until is not None and self.muted_until > timezone.now()
+
+
+@dataclass
+class Fleet:
+    """Every active check on a live site, and which servers each site runs on."""
+
+    checks: list[CheckState]
+    site_servers: dict[int, list[Ref]]
+
+    def servers_of(self, check: CheckState) -> list[Ref]:
+        """The servers a check covers: its own, else all of its site's."""
+        return [check.server] if check.server else self.site_servers.get(check.site.id, [])
+
+
+_CHECK_FIELDS = (
+    "pk", "status", "status_since", "last_run_at", "consecutive_failures", "muted_until",
+    "site_id", "site__slug", "site__name", "site__type_id", "site__type__slug", "site__type__name",
+    "test_id", "test__slug", "test__name", "server_id", "server__slug", "server__name",
+    "last_result_id", "last_result__duration", "last_result__failed_line", "last_result__reason",
+)  # fmt: skip
+
+
+def load_fleet() -> Fleet:
+    """The whole fleet's state in two queries, whatever the history size."""
+    rows = Check.objects.filter(test__is_active=True, site__is_live=True).values_list(*_CHECK_FIELDS)
+    sites: dict[int, SiteRef] = {}
+    tests: dict[int, Ref] = {}
+    servers: dict[int, Ref] = {}
+    checks: list[CheckState] = []
+    for (
+        pk, status, since, last_run, failures, muted,
+        site_id, site_slug, site_name, type_id, type_slug, type_name,
+        test_id, test_slug, test_name, server_id, server_slug, server_name,
+        result_id, duration, failed_line, reason,
+    ) in rows:  # fmt: skip
+        site = sites.get(site_id)
+        if site is None:
+            kind = Ref(type_id, type_slug, type_name) if type_id else None
+            site = sites[site_id] = SiteRef(site_id, site_slug, site_name, kind)
+        test = tests.get(test_id)
+        if test is None:
+            test = tests[test_id] = Ref(test_id, test_slug, test_name)
+        server = None
+        if server_id:
+            server = servers.get(server_id)
+            if server is None:
+                server = servers[server_id] = Ref(server_id, server_slug, server_name)
+        checks.append(
+            CheckState(
+                pk, site, test, server, status, since, last_run, failures, muted,
+                result_id, duration, failed_line, reason or "",
+            )
+        )
+    site_servers: dict[int, list[Ref]] = defaultdict(list)
+    through = Site.servers.through.objects.values_list("site_id", "server_id", "server__slug", "server__name")
+    for site_id, server_id, slug, name in through.order_by("server__name"):
+        site_servers[site_id].append(servers.get(server_id) or Ref(server_id, slug, name))
+    return Fleet(checks, dict(site_servers))
+
+
+# -- the matrix ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The index's filters, read from the query string."""
+
+    type: str = ""
+    server: str = ""
+    q: str = ""
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> Filters:
+        return cls(
+            type=(query.get("type") or "").strip(),
+            server=(query.get("server") or "").strip(),
+            q=(query.get("q") or "").strip(),
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.type or self.server or self.q)
+
+    def matches(self, fleet: Fleet, check: CheckState) -> bool:
+        if self.type and (check.site.type is None or check.site.type.slug != self.type):
+            return False
+        if self.server and all(server.slug != self.server for server in fleet.servers_of(check)):
+            return False
+        if self.q:
+            needle = self.q.casefold()
+            return needle in check.site.name.casefold() or needle in check.site.slug.casefold()
+        return True
+
+
+@dataclass
+class Rollup:
+    """``failing`` of ``total`` checks failing within one Type or Server."""
+
+    ref: Ref
+    total: int = 0
+    failing: int = 0
+
+
+@dataclass
+class Row:
+    """One site: a list of checks (one per server, usually one) per column."""
+
+    site: SiteRef
+    cells: list[list[CheckState]]
+    failing: int = 0
+
+
+@dataclass
+class Matrix:
+    columns: list[Ref]
+    rows: list[Row]
+    failing: list[CheckState]
+    total: int
+    pending: int
+    types: list[Rollup] = field(default_factory=list)
+    servers: list[Rollup] = field(default_factory=list)
+
+    @property
+    def passing(self) -> int:
+        return self.total - len(self.failing) - self.pending
+
+
+def build_matrix(fleet: Fleet, filters: Filters | None = None) -> Matrix:
+    """Sites by tests for the checks matching ``filters``.
+
+    Sites and tests with failing checks come first; rollups cover the
+    whole fleet so that they can be used to filter it.
+    """
+    filters = filters or Filters()
+    checks = [check for check in fleet.checks if filters.matches(fleet, check)]
+    failing = [check for check in checks if check.is_failing]
+    broken_tests = {check.test.id for check in failing}
+    tests = {check.test.id: check.test for check in checks}
+    columns = sorted(tests.values(), key=lambda test: (test.id not in broken_tests, test.name.casefold()))
+    position = {test.id: index for index, test in enumerate(columns)}
+    rows: dict[int, Row] = {}
+    for check in sorted(checks, key=lambda check: check.server.name if check.server else ""):
+        row = rows.get(check.site.id)
+        if row is None:
+            row = rows[check.site.id] = Row(check.site, [[] for _ in columns])
+        row.cells[position[check.test.id]].append(check)
+        row.failing += check.is_failing
+    ordered = sorted(rows.values(), key=lambda row: (row.failing == 0, row.site.name.casefold()))
+    failing.sort(key=lambda check: (check.site.name.casefold(), check.test.name.casefold()))
+    return Matrix(
+        columns=columns,
+        rows=ordered,
+        failing=failing,
+        total=len(checks),
+        pending=sum(check.status == CheckStatus.PENDING for check in checks),
+        types=_rollups(fleet.checks, lambda check: [check.site.type] if check.site.type else []),
+        servers=_rollups(fleet.checks, fleet.servers_of),
+    )
+
+
+def _rollups(checks: Iterable[CheckState], groups_of: Callable[[CheckState], Sequence[Ref]]) -> list[Rollup]:
+    rollups: dict[int, Rollup] = {}
+    for check in checks:
+        for ref in groups_of(check):
+            rollup = rollups.get(ref.id)
+            if rollup is None:
+                rollup = rollups[ref.id] = Rollup(ref)
+            rollup.total += 1
+            rollup.failing += check.is_failing
+    return sorted(rollups.values(), key=lambda rollup: (rollup.failing == 0, rollup.ref.name.casefold()))
+
+
+@dataclass
+class Light:
+    """One site on the wallboard."""
+
+    site: SiteRef
+    total: int = 0
+    failing: int = 0
+    pending: int = 0
+    worst: CheckState | None = None
+
+    @property
+    def status(self) -> str:
+        if self.failing:
+            return "failed"
+        if self.pending == self.total:
+            return "pending"
+        return "passed"
+
+
+def lights(fleet: Fleet) -> list[Light]:
+    """One light per site, failing sites first."""
+    by_site: dict[int, Light] = {}
+    for check in fleet.checks:
+        light = by_site.get(check.site.id)
+        if light is None:
+            light = by_site[check.site.id] = Light(check.site)
+        light.total += 1
+        light.pending += check.status == CheckStatus.PENDING
+        if check.is_failing:
+            light.failing += 1
+            if light.worst is None or check.status_since < light.worst.status_since:
+                light.worst = check
+    return sorted(by_site.values(), key=lambda light: (not light.failing, light.site.name.casefold()))
+
+
+# -- the runner's heartbeat ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """Nothing has run for more than twice the shortest schedule."""
+
+    last_run_at: datetime | None
+    interval: timedelta
+
+    @property
+    def threshold(self) -> timedelta:
+        return 2 * self.interval
+
+
+def shortest_interval(schedules: Iterable[str], now: datetime) -> timedelta | None:
+    """The shortest gap between two runs of any of ``schedules``."""
+    gaps = []
+    for expression in set(schedules):
+        try:
+            first = schedule.next_run(expression, now)
+            gaps.append(schedule.next_run(expression, first) - first)
+        except Exception:  # a bad schedule is a system check's business, not the banner's
+            continue
+    return min(gaps, default=None)
+
+
+def runner_staleness(now: datetime | None = None) -> Staleness | None:
+    """Staleness when checks exist but none ran within twice the shortest schedule."""
+    now = now or timezone.now()
+    schedules = list(Test.objects.active().filter(checks__isnull=False).values_list("schedule", flat=True).distinct())
+    interval = shortest_interval(schedules, now)
+    if interval is None:
+        return None
+    last_run = Check.objects.aggregate(last=Max("last_run_at"))["last"]
+    if last_run is not None and now - last_run <= 2 * interval:
+        return None
+    return Staleness(last_run_at=last_run, interval=interval)
+
+
+# -- histories -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One result on a chart."""
+
+    id: int
+    run_date: datetime
+    duration: float
+    succeeded: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    runs: int
+    passed: int
+    p50: float | None
+    p95: float | None
+
+    @property
+    def pass_rate(self) -> float | None:
+        return 100.0 * self.passed / self.runs if self.runs else None
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (need not be sorted); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def stats(points: Sequence[Point]) -> Stats:
+    durations = [point.duration for point in points]
+    return Stats(
+        runs=len(points),
+        passed=sum(point.succeeded for point in points),
+        p50=percentile(durations, 0.50),
+        p95=percentile(durations, 0.95),
+    )
+
+
+def range_start(name: str, now: datetime | None = None) -> tuple[str, datetime]:
+    """The validated range name and when it starts."""
+    name = name if name in RANGES else DEFAULT_RANGE
+    return name, (now or timezone.now()) - RANGES[name]
+
+
+def history(site: Site, test: Test, since: datetime) -> QuerySet[TestResult]:
+    """One pair's results since ``since``, newest first (index kong_result_history)."""
+    return (
+        TestResult.objects.filter(site=site, test=test, run_date__gte=since)
+        .select_related("server")
+        .defer("content", "script")
+    )
+
+
+def points(results: QuerySet[TestResult], limit: int = CHART_LIMIT) -> list[Point]:
+    """The newest ``limit`` of ``results`` as chart points, oldest first."""
+    rows = results.values_list("pk", "run_date", "duration", "succeeded", "status")[:limit]
+    return [Point(*row) for row in reversed(rows)]
+
+
+def recent_points(checks: Sequence[Check], limit: int = 30) -> dict[int, list[Point]]:
+    """The latest ``limit`` results of each check, oldest first, by check id.
+
+    One LIMITed index seek per check on one site: the cost follows the
+    number of tests on the site, never the length of the history.
+    """
+    found: dict[int, list[Point]] = {}
+    for check in checks:
+        results = TestResult.objects.filter(site_id=check.site_id, test_id=check.test_id)
+        if check.server_id:
+            results = results.filter(server_id=check.server_id)
+        found[check.pk] = points(results, limit)
+    return found
+
+
+def series_for_test(test: Test, since: datetime, limit: int = CHART_LIMIT * 5) -> dict[int, list[Point]]:
+    """Per site id, the test's results since ``since`` (newest ``limit`` in all),
+    oldest first, read through index kong_result_test."""
+    rows = (
+        TestResult.objects.filter(test=test, run_date__gte=since)
+        .order_by("-run_date")
+        .values_list("site_id", "pk", "run_date", "duration", "succeeded", "status")[:limit]
+    )
+    series: dict[int, list[Point]] = defaultdict(list)
+    for site_id, pk, run_date, duration, succeeded, status in reversed(rows):
+        series[site_id].append(Point(pk, run_date, duration, succeeded, status))
+    return dict(series)
+
+
+def neighbours(result: TestResult) -> tuple[TestResult | None, TestResult | None]:
+    """The previous (older) and next (newer) result of the same check."""
+    same = TestResult.objects.filter(site_id=result.site_id, test_id=result.test_id).only("pk", "run_date")
+    # The plain range bound lets the index seek; the Q breaks ties in run_date.
+    when, pk = result.run_date, result.pk
+    older = same.filter(Q(run_date__lt=when) | Q(pk__lt=pk), run_date__lte=when)
+    newer = same.filter(Q(run_date__gt=when) | Q(pk__gt=pk), run_date__gte=when)
+    previous = older.order_by("-run_date", "-pk").first()
+    following = newer.order_by("run_date", "pk").first()
+    return previous, following
+
+
+# -- machine-readable feeds ------------------------------------------------
+
+
+def _label(value: str | None) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return (value or "").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def counts(fleet: Fleet) -> dict[str, int]:
+    """How many checks are in each status."""
+    found = dict.fromkeys(CheckStatus.values, 0)
+    for check in fleet.checks:
+        found[check.status] = found.get(check.status, 0) + 1
+    return found
+
+
+def prometheus(fleet: Fleet) -> str:
+    """The fleet in Prometheus text format (version 0.0.4).
+
+    Per check: ``kong_check_up`` (1 passed, 0 failing; pending checks are
+    left out), ``kong_check_duration_seconds`` of the latest result,
+    ``kong_check_consecutive_failures`` and ``kong_check_last_run_timestamp_seconds``.
+    Totals: ``kong_checks{status="..."}``.
+    """
+    up, duration, failures, last_run = [], [], [], []
+    for check in fleet.checks:
+        server = check.server.slug if check.server else ""
+        labels = f'{{site="{_label(check.site.slug)}",test="{_label(check.test.slug)}",server="{_label(server)}"}}'
+        failures.append(f"kong_check_consecutive_failures{labels} {check.consecutive_failures}")
+        if check.status == CheckStatus.PENDING or check.last_run_at is None:
+            continue
+        up.append(f"kong_check_up{labels} {0 if check.is_failing else 1}")
+        last_run.append(f"kong_check_last_run_timestamp_seconds{labels} {check.last_run_at.timestamp():.3f}")
+        if check.duration is not None:
+            duration.append(f"kong_check_duration_seconds{labels} {check.duration / 1000:.6f}")
+    totals = [f'kong_checks{{status="{status}"}} {n}' for status, n in counts(fleet).items()]
+    lines = []
+    for name, help_text, samples in (
+        ("kong_check_up", "1 if the check's latest result passed, 0 if it failed.", up),
+        ("kong_check_duration_seconds", "Duration of the check's latest run.", duration),
+        ("kong_check_consecutive_failures", "Failing runs in a row.", failures),
+        ("kong_check_last_run_timestamp_seconds", "When the check last ran (Unix time).", last_run),
+        ("kong_checks", "Checks by current status.", totals),
+    ):
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples]
+    return "\n".join(lines) + "\n"
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def status_json(fleet: Fleet, staleness: Staleness | None = None) -> dict[str, object]:
+    """Counts and every check's state, for ``api/status.json``."""
+    failing = sum(1 for check in fleet.checks if check.is_failing)
+    last_runs = [check.last_run_at for check in fleet.checks if check.last_run_at]
+    return {
+        "generated_at": timezone.now().isoformat(),
+        "total": len(fleet.checks),
+        "failing": failing,
+        "ok": failing == 0,
+        "counts": counts(fleet),
+        "stale": staleness is not None,
+        "last_run_at": _iso(max(last_runs, default=None)),
+        "checks": [
+            {
+                "site": check.site.slug,
+                "test": check.test.slug,
+                "server": check.server.slug if check.server else None,
+                "status": check.status,
+                "since": _iso(check.status_since),
+                "last_run_at": _iso(check.last_run_at),
+                "duration_ms": None if check.duration is None else round(check.duration, 1),
+                "consecutive_failures": check.consecutive_failures,
+                "failed_line": check.failed_line,
+                "result_id": check.result_id,
+                "muted": check.is_muted,
+            }
+            for check in fleet.checks
+        ],
+    }

@@ -1,0 +1,276 @@
+"""Template tags for Kong's pages: status badges, ages, matrix rows, charts.
+
+``{% load kong_tags %}``. Status is always shown with an icon and a word,
+never by colour alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from html import escape
+from typing import Any
+
+from django import template
+from django.http import QueryDict
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timesince
+
+from kong import charts, dashboard
+from kong.models import Site
+from kong.scripts import mask
+
+register = template.Library()
+
+ICONS = {
+    "passed": "✓",
+    "failed": "✗",
+    "error": "⚠",
+    "timeout": "⏱",
+    "crashed": "✖",
+    "pending": "○",
+}
+# What the worst of several statuses is, for a cell with one check per server.
+SEVERITY = ("crashed", "error", "timeout", "failed", "pending", "passed")
+
+
+def icon(status: str) -> str:
+    return ICONS.get(status, "?")
+
+
+@register.filter
+def status_badge(status: str) -> SafeString:
+    """``<span class="k-status k-failed">✗ failed</span>``: icon and word."""
+    status = escape(str(status))
+    return mark_safe(
+        f'<span class="k-status k-{status}"><span class="k-icon" aria-hidden="true">{icon(status)}</span> '
+        f"{status}</span>"
+    )
+
+
+@register.filter
+def status_icon(status: str) -> str:
+    return icon(str(status))
+
+
+def short_age(when: datetime | None, now: datetime) -> str:
+    """``now``, ``45s``, ``4m``, ``3h``, ``2d``; '' for never."""
+    if when is None:
+        return ""
+    seconds = max(0, int((now - when).total_seconds()))
+    if seconds < 10:
+        return "now"
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+@register.filter
+def age(when: datetime | None) -> str:
+    return short_age(when, timezone.now())
+
+
+@register.filter
+def ms(value: float | None) -> str:
+    """A duration in milliseconds, readably: ``850 ms``, ``1.2 s``."""
+    return "" if value is None else charts.format_ms(float(value))
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+@register.filter
+def span(value: timedelta) -> str:
+    """A timedelta as Django's timesince words: ``20 minutes``."""
+    now = timezone.now()
+    return timesince(now - value, now)
+
+
+@register.simple_tag(takes_context=True)
+def query(context: template.Context, **changes: Any) -> str:
+    """The current query string with ``changes`` applied (None or '' drops a key)."""
+    request = context.get("request")
+    params = request.GET.copy() if request is not None else QueryDict(mutable=True)
+    params.pop("partial", None)
+    for key, value in changes.items():
+        if value in (None, ""):
+            params.pop(key, None)
+        else:
+            params[key] = str(value)
+    encoded = params.urlencode()
+    return f"?{encoded}" if encoded else "?"
+
+
+# -- the matrix ------------------------------------------------------------
+
+
+class _Links:
+    """URLs for thousands of cells from one reverse() per URL name."""
+
+    SITE, TEST = "kong-site-slug-placeholder", "kong-test-slug-placeholder"
+
+    def __init__(self) -> None:
+        self.history = reverse("kong:testresult_for_site", args=[self.SITE, self.TEST])
+        self.site = reverse("kong:site_detail", args=[self.SITE])
+        self.test = reverse("kong:test_detail", args=[self.TEST])
+        self.result = reverse("kong:result_detail", args=[0]).replace("/0/", "/{}/")
+
+    def for_history(self, site: str, test: str) -> str:
+        return self.history.replace(self.SITE, site).replace(self.TEST, test)
+
+    def for_site(self, site: str) -> str:
+        return self.site.replace(self.SITE, site)
+
+    def for_test(self, test: str) -> str:
+        return self.test.replace(self.TEST, test)
+
+    def for_result(self, pk: int) -> str:
+        return self.result.format(pk)
+
+
+def _links(context: template.Context) -> _Links:
+    links = context.render_context.get("kong_links")
+    if links is None:
+        links = context.render_context["kong_links"] = _Links()
+    return links
+
+
+def worst(statuses: Sequence[str]) -> str:
+    return min(statuses, key=lambda status: SEVERITY.index(status) if status in SEVERITY else 0)
+
+
+def _check_title(check: dashboard.CheckState, now: datetime) -> str:
+    if check.last_run_at is None:
+        return "pending: not run yet"
+    since = timezone.localtime(check.status_since).strftime("%Y-%m-%d %H:%M")
+    text = f"{check.status} since {since}"
+    if check.is_failing and check.consecutive_failures > 1:
+        text += f" ({check.consecutive_failures} in a row)"
+    text += f"; last run {timesince(check.last_run_at, now)} ago"
+    if check.duration is not None:
+        text += f", {charts.format_ms(check.duration)}"
+    if check.is_failing and check.reason:
+        line = f"line {check.failed_line}: " if check.failed_line else ""
+        text += f"; {line}{check.reason[:200]}"
+    if check.is_muted:
+        text += "; muted"
+    return text
+
+
+def _cell(checks: list[dashboard.CheckState], links: _Links, now: datetime) -> str:
+    if not checks:
+        return '<td class="k-cell k-none"><span class="k-visually-hidden">not checked</span></td>'
+    status = escape(worst([check.status for check in checks]))
+    href = escape(links.for_history(checks[0].site.slug, checks[0].test.slug))
+    parts = [f'<td class="k-cell k-{status}">']
+    for check in checks:
+        server = f'<span class="k-server">{escape(check.server.name)}</span> ' if check.server else ""
+        stamp = ""
+        if check.last_run_at is not None:
+            stamp = f' <time datetime="{check.last_run_at.isoformat()}">{short_age(check.last_run_at, now)}</time>'
+        muted = ' <span class="k-muted" title="muted">(muted)</span>' if check.is_muted else ""
+        parts.append(
+            f'<a href="{href}" title="{escape(_check_title(check, now))}">{server}'
+            f'<span class="k-icon" aria-hidden="true">{icon(check.status)}</span> '
+            f'<span class="k-word">{escape(check.status)}</span>{stamp}{muted}</a>'
+        )
+    parts.append("</td>")
+    return "".join(parts)
+
+
+@register.simple_tag(takes_context=True)
+def matrix_row(context: template.Context, row: dashboard.Row) -> SafeString:
+    """One ``<tr>`` of the fleet matrix: the site's header cell, then a cell per test.
+
+    Written in Python rather than as a template because the index renders
+    thousands of cells and must stay fast.
+    """
+    links, now = _links(context), timezone.now()
+    site = row.site
+    kind = f' <span class="k-type">{escape(site.type.name)}</span>' if site.type else ""
+    flag = f' <span class="k-row-failing">{row.failing} failing</span>' if row.failing else ""
+    head = (
+        f'<tr class="{"k-row-failing-row" if row.failing else "k-row-ok"}"><th scope="row">'
+        f'<a href="{escape(links.for_site(site.slug))}">{escape(site.name)}</a>{kind}{flag}</th>'
+    )
+    return mark_safe(head + "".join(_cell(cell, links, now) for cell in row.cells) + "</tr>")  # all escaped above
+
+
+@register.simple_tag(takes_context=True)
+def history_url(context: template.Context, check: dashboard.CheckState) -> str:
+    return _links(context).for_history(check.site.slug, check.test.slug)
+
+
+@register.simple_tag(takes_context=True)
+def test_url(context: template.Context, test: dashboard.Ref) -> str:
+    return _links(context).for_test(test.slug)
+
+
+# -- charts and the banner -------------------------------------------------
+
+
+def samples(points: Sequence[dashboard.Point], links: _Links | None = None) -> list[charts.Sample]:
+    return [
+        charts.Sample(
+            when=point.run_date,
+            value=point.duration,
+            failed=not point.succeeded,
+            label=(
+                f"{timezone.localtime(point.run_date):%Y-%m-%d %H:%M:%S}: "
+                f"{point.status}, {charts.format_ms(point.duration)}"
+            ),
+            href=links.for_result(point.id) if links else "",
+        )
+        for point in points
+    ]
+
+
+@register.simple_tag
+def sparkline(points: Sequence[dashboard.Point] | None, title: str = "") -> SafeString:
+    return charts.sparkline(samples(points or []), title=title)
+
+
+@register.inclusion_tag("kong/_runner_banner.html")
+def runner_banner() -> dict[str, Any]:
+    """The "checks last ran 23 minutes ago" banner, when the runner looks stopped."""
+    return {"staleness": dashboard.runner_staleness()}
+
+
+@register.simple_tag(takes_context=True)
+def duration_chart(
+    context: template.Context, points: Sequence[dashboard.Point], page: Any = None, title: str = "Duration"
+) -> SafeString:
+    """The history chart; shades the span of ``page`` (the results listed below it)."""
+    listed = list(page.object_list) if page is not None else []
+    highlight = (listed[-1].run_date, listed[0].run_date) if listed else None
+    return charts.duration_chart(samples(points, _links(context)), title=title, highlight=highlight)
+
+
+@register.simple_tag
+def comparison_chart(series: Sequence[tuple[str, Sequence[dashboard.Point]]], title: str = "") -> SafeString:
+    return charts.comparison_chart([charts.Series(name, samples(points)) for name, points in series], title=title)
+
+
+@register.simple_tag
+def swatch(index: int) -> SafeString:
+    return charts.swatch(index)
+
+
+@register.filter
+def masked(text: str, site: Site) -> str:
+    """``text`` with the site's secret variable values masked."""
+    return mask(str(text or ""), site.secret_values())
+
+
+@register.filter
+def is_http(url: str) -> bool:
+    """Only http(s) addresses become links (never ``javascript:``)."""
+    return str(url).lower().startswith(("http://", "https://"))

@@ -1,0 +1,552 @@
+"""The dashboard's pages (kong/views.py): access, run-now, escaping, masking,
+the matrix, histories, feeds, and constant query counts."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from kong import services
+from kong.models import Check, Site, Test, TestResult
+from kong.runner import Outcome
+from kong.scripts import MASK
+from tests.factories import make_server, make_site, make_test, make_type
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = '<script>window.kongPwned=1</script><img src=x onerror="window.kongPwned=2">'
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def check_for(site: Site, test: Test) -> Check:
+    services.sync_checks()
+    return Check.objects.select_related("test", "site", "server").get(site=site, test=test)
+
+
+def add_result(
+    site: Site,
+    test: Test,
+    status: str = "passed",
+    *,
+    duration: float = 120.0,
+    reason: str = "",
+    failed_line: int | None = None,
+    log: str = "",
+    ago: timedelta | None = None,
+) -> TestResult:
+    """Record an outcome the way check_sites does (services.record)."""
+    result = services.record(check_for(site, test), Outcome(status, duration, reason, failed_line, log))
+    if ago is not None:
+        when = timezone.now() - ago
+        TestResult.objects.filter(pk=result.pk).update(run_date=when)
+        Check.objects.filter(last_result=result).update(last_run_at=when, status_since=when)
+        result.refresh_from_db()
+    return result
+
+
+def add_history(site: Site, test: Test, count: int, *, every: timedelta = timedelta(minutes=10)) -> None:
+    """``count`` older results in one INSERT, every fifth one failed."""
+    now = timezone.now()
+    TestResult.objects.bulk_create(
+        TestResult(
+            site=site,
+            test=test,
+            run_date=now - every * (index + 1),
+            duration=100.0 + index % 7 * 10,
+            succeeded=index % 5 != 0,
+            status="passed" if index % 5 else "failed",
+            reason="" if index % 5 else "no match to 'Latest News'",
+        )
+        for index in range(count)
+    )
+
+
+def build_fleet(sites: int, tests: int, history: int, prefix: str = "a") -> None:
+    """A fleet of ``sites`` x ``tests`` with ``history`` old results per pair and
+    a latest result on each check; the first site fails its first test."""
+    kinds = [make_type(f"{prefix}-news"), make_type(f"{prefix}-blogs")]
+    servers = [make_server(f"{prefix}-web1"), make_server(f"{prefix}-web2")]
+    site_rows = [
+        make_site(f"{prefix}-site-{n:03d}", type=kinds[n % 2], servers=[servers[n % 2]]) for n in range(sites)
+    ]
+    test_rows = [make_test(f"{prefix}-test-{n:02d}", types=kinds) for n in range(tests)]
+    services.sync_checks()
+    for site in site_rows:
+        for test in test_rows:
+            add_history(site, test, history)
+    checks = Check.objects.filter(site__in=site_rows).select_related("test", "site", "server")
+    for check in checks:
+        failing = check.site == site_rows[0] and check.test == test_rows[0]
+        outcome = Outcome("failed" if failing else "passed", 150.0, "no match" if failing else "", 2 if failing else None)
+        services.record(check, outcome)
+
+
+def login(client: Client, *, can_run: bool = False) -> User:
+    user = User.objects.create_user("ops", password="pw")
+    if can_run:
+        user.user_permissions.add(Permission.objects.get(codename="run_check", content_type__app_label="kong"))
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def pair() -> tuple[Site, Test]:
+    site = make_site("ljworld", name="LJWorld", variables={"password": "hunter2-secret"})
+    test = make_test("front-page", body='go {{ site.url }}\ncode 200\nfind "Latest News"', sites=[site])
+    return site, test
+
+
+def page_urls(site: Site, test: Test, result: TestResult) -> list[str]:
+    return [
+        reverse("kong:index"),
+        reverse("kong:dashboard"),
+        reverse("kong:failed"),
+        reverse("kong:site_detail", args=[site.slug]),
+        reverse("kong:testresult_for_site", args=[site.slug, test.slug]),
+        reverse("kong:result_detail", args=[result.pk]),
+        reverse("kong:test_detail", args=[test.slug]),
+    ]
+
+
+# -- who may see what ------------------------------------------------------
+
+
+def test_every_page_needs_login(client, pair):
+    result = add_result(*pair, "failed", reason="boom", failed_line=3)
+    for url in page_urls(*pair, result):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/admin/login/?next="), url
+
+
+def test_every_page_renders_for_a_logged_in_user(client, pair):
+    result = add_result(*pair, "failed", reason="boom", failed_line=3)
+    login(client)
+    for url in page_urls(*pair, result):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert b'<link rel="stylesheet" href="/static/kong/kong.css">' in response.content, url
+
+
+def test_public_dashboard_needs_no_login(client, pair, settings):
+    settings.KONG_PUBLIC_DASHBOARD = True
+    result = add_result(*pair)
+    for url in [*page_urls(*pair, result), reverse("kong:metrics"), reverse("kong:api_status")]:
+        assert client.get(url).status_code == 200, url
+
+
+def test_feeds_answer_403_not_a_login_page(client, pair):
+    add_result(*pair)
+    assert client.get(reverse("kong:metrics")).status_code == 403
+    assert client.get(reverse("kong:api_status")).status_code == 403
+    login(client)
+    assert client.get(reverse("kong:metrics")).status_code == 200
+
+
+def test_pages_are_get_only(client, pair):
+    login(client)
+    assert client.post(reverse("kong:index")).status_code == 405
+
+
+# -- run now ---------------------------------------------------------------
+
+
+def run_url(site: Site, test: Test) -> str:
+    return reverse("kong:run_test_on_site", args=[site.slug, test.slug])
+
+
+def test_run_now_anonymous_is_sent_to_login(client, pair, settings):
+    settings.KONG_PUBLIC_DASHBOARD = True  # still needs login
+    response = client.post(run_url(*pair))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+    assert not TestResult.objects.exists()
+
+
+def test_run_now_without_the_permission_is_forbidden(client, pair):
+    login(client)
+    assert client.post(run_url(*pair)).status_code == 403
+    assert not TestResult.objects.exists()
+
+
+def test_run_now_is_post_only(client, pair):
+    login(client, can_run=True)
+    assert client.get(run_url(*pair)).status_code == 405
+    assert not TestResult.objects.exists()
+
+
+def test_run_now_runs_the_check_and_redirects_to_its_result(client, web):
+    site = make_site("ljworld", servername=web.host)
+    test = make_test(body='go {{ site.url }}\ncode 200\nfind "Latest News"', sites=[site])
+    login(client, can_run=True)
+    response = client.post(run_url(site, test))
+    result = TestResult.objects.get()
+    assert result.status == "passed", result.content
+    assert response.status_code == 302
+    assert response["Location"] == reverse("kong:result_detail", args=[result.pk])
+    assert Check.objects.get().last_result == result
+    assert web.hits["/"] == 1
+    page = client.get(response["Location"])
+    assert "Ran Front Page on Ljworld: passed." in page.content.decode()
+
+
+def test_run_now_unknown_pair_is_404(client, pair):
+    login(client, can_run=True)
+    other = make_test("unrelated")  # applies to no site
+    assert client.post(run_url(pair[0], other)).status_code == 404
+    assert client.post(reverse("kong:run_test_on_site", args=["nope", "front-page"])).status_code == 404
+
+
+def test_run_now_needs_a_csrf_token(pair, web):
+    site, test = pair
+    Site.objects.filter(pk=site.pk).update(servername=web.host)
+    services.sync_checks()
+    client = Client(enforce_csrf_checks=True)
+    login(client, can_run=True)
+    assert client.post(run_url(site, test)).status_code == 403
+    assert not TestResult.objects.exists()
+    # The token the history page's form carries is accepted.
+    page = client.get(reverse("kong:testresult_for_site", args=[site.slug, test.slug])).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token, "the history page offers a run-now form"
+    response = client.post(run_url(site, test), {"csrfmiddlewaretoken": token.group(1)})
+    assert response.status_code == 302
+    assert TestResult.objects.count() == 1
+
+
+def test_run_button_only_for_holders_of_the_permission(client, pair):
+    add_result(*pair)
+    url = reverse("kong:site_detail", args=[pair[0].slug])
+    login(client)
+    assert "Run now" not in client.get(url).content.decode()
+    user = User.objects.get()
+    user.user_permissions.add(Permission.objects.get(codename="run_check"))
+    client.force_login(User.objects.get(pk=user.pk))
+    assert "Run now" in client.get(url).content.decode()
+
+
+# -- escaping and masking ----------------------------------------------------
+
+
+def test_content_from_checked_sites_is_escaped_everywhere(client):
+    site = make_site("hostile", name=f"Evil {HOSTILE}", variables={})
+    test = make_test("front-page", name=f"Test {HOSTILE}", body="go {{ site.url }}\ncode 200", sites=[site])
+    result = add_result(site, test, "failed", reason=f"no match {HOSTILE}", failed_line=2, log=f"==> {HOSTILE}")
+    login(client)
+    for url in [*page_urls(site, test, result), reverse("kong:index") + "?partial=1"]:
+        html = client.get(url).content.decode()
+        assert "<script>window.kongPwned" not in html, url
+        assert "<img src=x" not in html, url
+        assert "&lt;script&gt;window.kongPwned=1&lt;/script&gt;" in html, url
+
+
+def test_secrets_are_masked_in_script_log_and_reason(client, pair):
+    site, test = pair
+    Test.objects.filter(pk=test.pk).update(body="go {{ site.url }}/login?pw={{ password }}\ncode 200")
+    result = add_result(site, test, "failed", reason="bad", failed_line=2)
+    # A result stored before the secret was masked (or before it was secret).
+    TestResult.objects.filter(pk=result.pk).update(
+        content="sent hunter2-secret", reason="hunter2-secret refused", script="go x?pw=hunter2-secret"
+    )
+    login(client)
+    for url in [reverse("kong:result_detail", args=[result.pk]), reverse("kong:failed")]:
+        html = client.get(url).content.decode()
+        assert "hunter2-secret" not in html, url
+        assert MASK in html, url
+
+
+# -- the index -----------------------------------------------------------------
+
+
+def test_index_matrix_puts_failing_pairs_first_with_rollups(client):
+    news, blogs = make_type("news", name="News"), make_type("blogs", name="Blogs")
+    web1 = make_server("web1", name="Web 1")
+    alpha = make_site("alpha", name="Alpha", type=news, servers=[web1])
+    zulu = make_site("zulu", name="Zulu", type=blogs)
+    home = make_test("home", name="Home", types=[news, blogs])
+    search = make_test("search", name="Search", types=[news, blogs])
+    add_result(alpha, home)
+    add_result(alpha, search)
+    add_result(zulu, home)
+    add_result(zulu, search, "failed", reason="no match", failed_line=2)
+    login(client)
+    html = client.get(reverse("kong:index")).content.decode()
+    body = html[html.index('<table class="k-matrix">') :]
+    assert body.index("Zulu") < body.index("Alpha"), "the failing site comes first"
+    header = body[: body.index("</thead>")]
+    assert header.index("Search") < header.index("Home"), "the failing test comes first"
+    assert "1 of 4 checks failing" in html
+    assert re.search(r"Blogs</a>\s*✗ 1 of 2 failing", html)
+    assert re.search(r"News</a>\s*✓ 0 of 2 failing", html)
+    assert re.search(r"Web 1</a>\s*✓ 0 of 2 failing", html)
+    assert 'scope="col"' in html
+    assert 'scope="row"' in html
+    assert "✗</span> <span class=\"k-word\">failed</span>" in html  # an icon and a word, not colour alone
+
+
+def test_index_filters_by_type_server_and_site(client):
+    news, blogs = make_type("news"), make_type("blogs")
+    web1 = make_server("web1")
+    make_site("alpha", name="Alpha", type=news, servers=[web1])
+    make_site("bravo", name="Bravo", type=blogs)
+    make_site("charlie", name="Charlie", type=news)
+    make_test("home", types=[news, blogs])
+    services.sync_checks()
+    login(client)
+
+    def rows(query: str) -> list[str]:
+        html = client.get(reverse("kong:index") + query).content.decode()
+        return re.findall(r'<th scope="row"><a href="[^"]+">(\w+)</a>', html)
+
+    assert rows("") == ["Alpha", "Bravo", "Charlie"]
+    assert rows("?type=news") == ["Alpha", "Charlie"]
+    assert rows("?server=web1") == ["Alpha"]
+    assert rows("?q=brav") == ["Bravo"]
+    assert rows("?type=news&q=charl") == ["Charlie"]
+    assert rows("?type=nothing") == []
+
+
+def test_index_partial_is_the_live_fragment(client, pair):
+    add_result(*pair)
+    login(client)
+    response = client.get(reverse("kong:index") + "?partial=1")
+    html = response.content.decode()
+    assert response["X-Kong-Partial"] == "1"
+    assert "<html" not in html
+    assert 'id="kong-index-live" data-kong-live' in html
+    assert 'id="kong-runner-banner" data-kong-live' in html
+    full = client.get(reverse("kong:index")).content.decode()
+    assert 'data-kong-refresh="15"' in full
+    assert '<noscript><meta http-equiv="refresh" content="15"></noscript>' in full
+
+
+def test_failing_line_is_one_click_from_the_index(client, pair):
+    result = add_result(*pair, "failed", reason="no match to 'Latest News'", failed_line=3)
+    login(client)
+    html = client.get(reverse("kong:index")).content.decode()
+    link = reverse("kong:result_detail", args=[result.pk]) + "#failed-line"
+    assert f'href="{link}"' in html
+
+
+# -- the runner banner -------------------------------------------------------
+
+
+def test_banner_when_checks_stopped_running(client, pair):
+    add_result(*pair, ago=timedelta(minutes=23))  # schedule */10: stale after 20 minutes
+    login(client)
+    html = client.get(reverse("kong:failed")).content.decode()
+    assert "Checks last ran" in html
+    assert "23\xa0minutes ago" in html
+    assert "scheduled every 10\xa0minutes" in html
+
+
+def test_no_banner_while_checks_run(client, pair):
+    add_result(*pair, ago=timedelta(minutes=15))
+    login(client)
+    assert "Checks last ran" not in client.get(reverse("kong:index")).content.decode()
+
+
+def test_banner_when_nothing_ever_ran(client, pair):
+    services.sync_checks()
+    login(client)
+    assert "No check has run yet" in client.get(reverse("kong:index")).content.decode()
+
+
+# -- detail pages --------------------------------------------------------------
+
+
+def test_history_is_paginated_15_with_chart_and_stats(client, pair):
+    site, test = pair
+    add_history(site, test, 18)
+    add_result(site, test, duration=500)
+    add_result(site, test, duration=500)
+    login(client)
+    url = reverse("kong:testresult_for_site", args=[site.slug, test.slug])
+    html = client.get(url).content.decode()
+    assert html.count('<tr class="') == 15
+    assert "Page 1 of 2 (20 results)" in html
+    assert "<svg" in html
+    assert "<polyline" in html
+    assert html.count("stroke=\"#c62828\"") >= 4, "failures are crossed on the chart"
+    assert "80.0% (16 of 20 runs)" in html
+    assert re.search(r"<dt>p50</dt><dd>1\d0 ms</dd>", html)
+    assert "<dt>p95</dt><dd>500 ms</dd>" in html
+    second = client.get(url + "?page=2").content.decode()
+    assert second.count('<tr class="') == 5
+
+
+def test_history_range_limits_what_is_shown(client, pair):
+    site, test = pair
+    add_result(site, test, ago=timedelta(days=3))
+    login(client)
+    url = reverse("kong:testresult_for_site", args=[site.slug, test.slug])
+    assert "No runs in the last 24h" in client.get(url + "?range=24h").content.decode()
+    assert "100.0% (1 of 1 run)" in client.get(url + "?range=7d").content.decode()
+    assert "Last 7d" in client.get(url + "?range=bogus").content.decode()
+
+
+def test_result_detail_highlights_the_failing_line(client, pair):
+    site, test = pair
+    first = add_result(site, test)
+    result = add_result(site, test, "failed", reason="no match to 'Latest News'", failed_line=3, log="==> at line 3")
+    last = add_result(site, test)
+    login(client)
+    html = client.get(reverse("kong:result_detail", args=[result.pk])).content.decode()
+    row = re.search(r'<tr id="failed-line" class="k-failed-line">(.*?)</tr>', html, re.S)
+    assert row, "the failing line is marked"
+    assert ">3</th>" in row.group(1)
+    assert "find &quot;Latest News&quot;" in row.group(1)
+    assert "<mark>" in row.group(1)
+    assert "failed here" in row.group(1)
+    assert "==&gt; at line 3" in html
+    assert reverse("kong:result_detail", args=[first.pk]) in html
+    assert reverse("kong:result_detail", args=[last.pk]) in html
+
+
+def test_site_detail_lists_every_test_with_a_sparkline(client, pair):
+    site, test = pair
+    other = make_test("search", name="Search", sites=[site])
+    add_result(site, test, "failed", reason="down")
+    add_result(site, test)
+    add_result(site, other)
+    login(client)
+    html = client.get(reverse("kong:site_detail", args=[site.slug])).content.decode()
+    assert "Front Page" in html
+    assert "Search" in html
+    assert html.count('class="k-sparkline"') == 2
+    assert "2 runs, 1 failed" in html
+
+
+def test_test_detail_compares_sites(client):
+    kind = make_type("news")
+    sites = [make_site(slug, name=slug.title(), type=kind) for slug in ("alpha", "bravo")]
+    test = make_test("home", types=[kind])
+    for site in sites:
+        add_history(site, test, 10)
+        add_result(site, test)
+    login(client)
+    html = client.get(reverse("kong:test_detail", args=[test.slug])).content.decode()
+    assert html.count('class="k-chart-series"') == 2
+    assert "<title>Alpha</title>" in html
+    assert "<title>Bravo</title>" in html
+    assert html.count('class="k-swatch"') == 2
+
+
+def test_failed_lists_failures_newest_first(client, pair):
+    site, test = pair
+    add_result(site, test, "failed", reason="older", ago=timedelta(hours=2))
+    add_result(site, test, "timeout", reason="newer", ago=timedelta(hours=1))
+    add_result(site, test)
+    login(client)
+    html = client.get(reverse("kong:failed")).content.decode()
+    assert html.index("newer") < html.index("older")
+    assert html.count('<td class="k-reason">') == 2
+
+
+def test_wallboard_shows_a_light_per_site(client):
+    kind = make_type("news")
+    ok, bad = make_site("ok", name="OK Site", type=kind), make_site("bad", name="Bad Site", type=kind)
+    test = make_test("home", name="Home", types=[kind])
+    add_result(ok, test)
+    add_result(bad, test, "failed", reason="down")
+    login(client)
+    html = client.get(reverse("kong:dashboard")).content.decode()
+    assert html.count('class="k-light ') == 2
+    assert html.index("Bad Site") < html.index("OK Site")
+    assert "FAILING: 1 of 1, Home" in html
+    assert "1 of 2 sites failing" in html
+
+
+def test_a_host_can_override_one_template(client, pair, settings, tmp_path):
+    (tmp_path / "kong").mkdir()
+    (tmp_path / "kong" / "site_detail_ljworld.html").write_text("custom page for {{ site.name }}")
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
+    add_result(*pair)
+    login(client)
+    assert client.get(reverse("kong:site_detail", args=["ljworld"])).content == b"custom page for LJWorld"
+    other = make_site("other", name="Other")
+    assert b"custom page" not in client.get(reverse("kong:site_detail", args=[other.slug])).content
+
+
+# -- feeds -------------------------------------------------------------------------
+
+
+def test_metrics_in_prometheus_format(client, pair):
+    site, test = pair
+    add_result(site, test, "failed", duration=1500, reason="down")
+    add_result(site, test, "failed", duration=1500, reason="down")
+    login(client)
+    response = client.get(reverse("kong:metrics"))
+    text = response.content.decode()
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    labels = 'site="ljworld",test="front-page",server=""'
+    assert f"kong_check_up{{{labels}}} 0" in text
+    assert f"kong_check_duration_seconds{{{labels}}} 1.500000" in text
+    assert f"kong_check_consecutive_failures{{{labels}}} 2" in text
+    assert 'kong_checks{status="failed"} 1' in text
+    assert "# TYPE kong_check_up gauge" in text
+
+
+def test_api_status_json(client, pair):
+    add_result(*pair)
+    login(client)
+    data = json.loads(client.get(reverse("kong:api_status")).content)
+    assert data["total"] == 1
+    assert data["failing"] == 0
+    assert data["ok"] is True
+    assert data["counts"]["passed"] == 1
+    assert data["checks"][0]["site"] == "ljworld"
+    assert data["checks"][0]["status"] == "passed"
+
+
+# -- query counts do not grow with the history or the fleet -----------------------------
+
+
+def count_queries(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(queries)
+
+
+@pytest.mark.parametrize("name", ["index", "dashboard", "metrics", "api_status"])
+def test_live_pages_use_a_constant_number_of_queries(client, name, django_assert_max_num_queries):
+    build_fleet(sites=3, tests=2, history=2, prefix="a")
+    login(client)
+    url = reverse(f"kong:{name}")
+    small = count_queries(client, url)
+    # Ten times the history, and a second fleet four times the size.
+    build_fleet(sites=6, tests=4, history=20, prefix="b")
+    assert Check.objects.count() == 30
+    with django_assert_max_num_queries(10):
+        assert client.get(url).status_code == 200
+    assert count_queries(client, url) == small
+
+
+def test_history_pages_use_a_constant_number_of_queries(client, pair):
+    site, test = pair
+    add_history(site, test, 5)
+    result = add_result(site, test, "failed", reason="x", failed_line=1)
+    login(client)
+    urls = [
+        reverse("kong:testresult_for_site", args=[site.slug, test.slug]),
+        reverse("kong:result_detail", args=[result.pk]),
+        reverse("kong:failed"),
+        reverse("kong:test_detail", args=[test.slug]),
+        reverse("kong:site_detail", args=[site.slug]),
+    ]
+    small = [count_queries(client, url) for url in urls]
+    add_history(site, test, 50)
+    assert [count_queries(client, url) for url in urls] == small
+
