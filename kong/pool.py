@@ -1,12 +1,27 @@
 """Run many checks concurrently in reused worker processes, with hard timeouts.
 
 twill's state is process-global, so threads are out: each worker is a
-process forked after Django and twill are imported (so forking is cheap and
-pages are shared), and it runs one check at a time. Three timeout layers
-protect a run: httpx's per-request timeout and the soft alarm live in
-``kong.runner``; here the parent SIGKILLs a worker that overruns its
-check's timeout by ``KONG_KILL_GRACE`` seconds and replaces it. A worker
-that dies for any reason yields a ``crashed`` outcome, and the run goes on.
+process that runs one check at a time. Checks mostly wait on the network, so
+a pool may be far larger than the CPU count (64 workers on 2 cores is fine).
+
+Keeping workers small and cheap to start:
+
+- workers are forked from the parent after Django, twill and the TLS context
+  are loaded and one throw-away check has warmed every code path up
+  (``runner.warm_up``), so each worker shares those pages instead of
+  building its own copy;
+- before forking, DB connections are closed (a child must never share the
+  parent's socket) and the heap is collected once and frozen
+  (``gc.freeze``), so a child's garbage collector does not write to, and
+  so copy, the shared pages;
+- workers start lazily, only when there is work for them, and are replaced
+  after ``max_checks_per_worker`` checks so slow leaks cannot grow.
+
+Three timeout layers protect a run: httpx's per-request timeout and the
+soft alarm live in ``kong.runner``; here the parent SIGKILLs a worker that
+overruns its check's timeout by ``kill_grace`` seconds and replaces it. A
+worker that dies for any reason yields a ``crashed`` outcome, and the run
+goes on.
 
 Workers never touch the database: they receive plain ``Job`` objects and
 send back plain ``Outcome`` objects; the parent records them.
@@ -48,8 +63,14 @@ class _Worker:
 class WorkerPool:
     """A pool of forked twill workers.
 
-    ``run(jobs)`` yields ``(job, outcome)`` pairs as checks finish, in
-    completion order. Use it as a context manager so workers are reaped.
+    Two ways to use it, both as a context manager so workers are reaped:
+
+    - ``run(jobs)`` yields ``(job, outcome)`` pairs as checks finish, in
+      completion order, until every job is done;
+    - ``submit(job)`` and ``poll(timeout)`` feed a long-lived pool (the
+      scheduler): ``poll`` returns the pairs that finished within
+      ``timeout`` seconds. ``cancel()`` kills checks in flight and returns
+      the jobs that did not finish.
     """
 
     def __init__(
@@ -65,6 +86,7 @@ class WorkerPool:
         self.kill_grace = kill_grace
         self.max_checks_per_worker = max_checks_per_worker
         self.workers: list[_Worker] = []
+        self.pending: deque[Job] = deque()
         self.spawned = 0
 
     def __enter__(self) -> WorkerPool:
@@ -73,34 +95,69 @@ class WorkerPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet returned by ``poll``."""
+        return len(self.pending) + len(self._busy())
+
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]:
-        pending = deque(jobs)
+        self.pending.extend(jobs)
         try:
-            while pending or self._busy():
-                self._dispatch(pending)
-                yield from self._collect()
+            while self.in_flight:
+                yield from self.poll(None)
         finally:
             if self._busy():  # abandoned mid-run (Ctrl-C, SIGTERM): kill in-flight checks
-                for worker in self._busy():
-                    self._kill(worker)
+                self.cancel()
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; it starts as soon as a worker is free."""
+        self.pending.append(job)
+        self._dispatch()
+
+    def poll(self, timeout: float | None) -> list[tuple[Job, Outcome]]:
+        """Start queued jobs, then wait up to ``timeout`` seconds (None: until
+        something finishes) and return the ``(job, outcome)`` pairs that
+        finished, including timeouts and crashes. Returns at once when
+        nothing is in flight."""
+        self._dispatch()
+        if not self._busy():
+            return []
+        finished = list(self._collect(timeout))
+        self._dispatch()
+        return finished
+
+    def cancel(self) -> list[Job]:
+        """Kill the checks in flight and drop the queue; returns those jobs,
+        none of which has an outcome."""
+        dropped = [worker.job for worker in self._busy() if worker.job is not None]
+        for worker in self._busy():
+            self._kill(worker)
+        dropped.extend(self.pending)
+        self.pending.clear()
+        return dropped
 
     def close(self) -> None:
         for worker in list(self.workers):
-            self._retire(worker)
+            if worker.job is not None:
+                self._kill(worker)
+            else:
+                self._retire(worker)
 
     # -- internals -------------------------------------------------------
 
     def _busy(self) -> list[_Worker]:
         return [worker for worker in self.workers if worker.job is not None]
 
-    def _dispatch(self, pending: deque[Job]) -> None:
+    def _dispatch(self) -> None:
         for worker in self.workers:
-            if not pending:
+            if not self.pending:
                 return
             if worker.job is None:
-                self._assign(worker, pending.popleft())
-        while pending and len(self.workers) < self.size:
-            self._assign(self._spawn(), pending.popleft())
+                self._assign(worker, self.pending.popleft())
+        wanted = min(len(self.pending), self.size - len(self.workers))
+        if wanted > 0:
+            for worker in self._spawn(wanted):
+                self._assign(worker, self.pending.popleft())
 
     def _assign(self, worker: _Worker, job: Job) -> None:
         worker.job = job
@@ -111,10 +168,12 @@ class WorkerPool:
         except (BrokenPipeError, EOFError, OSError):
             pass  # the worker is gone; _collect sees its sentinel and reports it
 
-    def _collect(self) -> Iterator[tuple[Job, Outcome]]:
+    def _collect(self, timeout: float | None) -> Iterator[tuple[Job, Outcome]]:
         busy = self._busy()
-        timeout = max(0.0, min(worker.deadline for worker in busy) - time.monotonic())
-        ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        wait_for = max(0.0, min(worker.deadline for worker in busy) - time.monotonic())
+        if timeout is not None:
+            wait_for = min(wait_for, timeout)
+        ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for))
         now = time.monotonic()
         for worker in busy:
             job = worker.job
@@ -158,22 +217,29 @@ class WorkerPool:
             f"the worker process {how} while running the check",
         )
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, count: int) -> list[_Worker]:
+        """Fork ``count`` workers, preparing the parent once for all of them."""
         _prepare_fork()
-        parent_conn, child_conn = _fork.Pipe()
-        process = _fork.Process(target=_worker_main, args=(child_conn, parent_conn), daemon=True)
-        process.start()
-        gc.unfreeze()  # the child keeps the frozen heap; the parent collects as usual
-        child_conn.close()
-        worker = _Worker(process=process, conn=parent_conn)
-        self.workers.append(worker)
-        self.spawned += 1
-        return worker
+        started: list[_Worker] = []
+        try:
+            for _ in range(count):
+                parent_conn, child_conn = _fork.Pipe()
+                process = _fork.Process(target=_worker_main, args=(child_conn, parent_conn), daemon=True)
+                process.start()
+                child_conn.close()
+                worker = _Worker(process=process, conn=parent_conn)
+                self.workers.append(worker)
+                started.append(worker)
+                self.spawned += 1
+        finally:
+            gc.unfreeze()  # the children keep the frozen heap; the parent collects as usual
+        return started
 
     def _kill(self, worker: _Worker) -> None:
         if worker.process.is_alive():
             os.kill(worker.pid, signal.SIGKILL)
         worker.process.join(5)
+        worker.job = None
         self._discard(worker)
 
     def _retire(self, worker: _Worker) -> None:
@@ -200,20 +266,24 @@ def run_jobs(jobs: Iterable[Job], workers: int, **pool_options: Any) -> Iterator
             yield job, runner.execute(job)
         return
     jobs = list(jobs)
-    with WorkerPool(min(workers, max(1, len(jobs))), **pool_options) as pool:
+    if not jobs:
+        return
+    with WorkerPool(min(workers, len(jobs)), **pool_options) as pool:
         yield from pool.run(jobs)
 
 
 def _prepare_fork() -> None:
-    """Make forking cheap and safe: freeze the heap so children share pages,
-    and drop DB connections the child must not inherit."""
+    """Make forking cheap and safe: warm the check path up (once per
+    process), drop DB connections the child must not inherit, then collect
+    and freeze the heap so children share its pages."""
+    runner.warm_up()
     try:
         from django.db import connections
 
         for connection in connections.all(initialized_only=True):
             if not connection.in_atomic_block:
                 connection.close()
-    except Exception:  # noqa: BLE001 - Django not configured: nothing to close
+    except Exception:  # Django not configured: nothing to close
         pass
     gc.collect()
     gc.freeze()
@@ -221,8 +291,11 @@ def _prepare_fork() -> None:
 
 def _worker_main(conn: Connection, parent_end: Connection) -> None:
     parent_end.close()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C (SIGINT) and a service manager's SIGTERM to the whole process
+    # group are the parent's to handle: it finishes or cancels the checks
+    # and decides what is recorded. The parent stops workers with SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _forget_db_connections()
     while True:
         try:
@@ -235,7 +308,7 @@ def _worker_main(conn: Connection, parent_end: Connection) -> None:
             outcome = runner.execute(job)
         except CheckTimeout:  # the alarm fired between the script and its cleanup
             outcome = Outcome("timeout", job.timeout * 1000, f"timed out after {job.timeout:g} s")
-        except BaseException as error:  # noqa: BLE001 - report, never die silently
+        except BaseException as error:  # report, never die silently
             outcome = Outcome("crashed", 0, f"the worker failed: {type(error).__name__}: {error}")
         try:
             conn.send(outcome)
@@ -250,5 +323,5 @@ def _forget_db_connections() -> None:
 
         for connection in connections.all(initialized_only=True):
             connection.connection = None
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass

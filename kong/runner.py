@@ -213,6 +213,47 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=verify)
 
 
+def warm_up() -> None:
+    """Run one throw-away check in-process, once per process, against an
+    in-memory WSGI page: it builds the TLS contexts and fills the parser,
+    regex and logging caches a check needs. The pool calls this before it
+    forks, so every worker shares those pages instead of building its own.
+    Never raises; touches no network, database or files."""
+    global _warmed_up
+    if _warmed_up:
+        return
+    _warmed_up = True
+    from kong.scripts import Script, Step
+
+    tls_context(True)
+    tls_context(False)
+    steps = (
+        Step(1, "go", ("http://kong.invalid/",)),
+        Step(2, "code", ("200",)),
+        Step(3, "find", ("Kong",)),
+        Step(4, "title", ("Kong",)),
+        Step(5, "follow", ("next",)),
+    )
+    job = Job(key=None, label="warm-up", script=Script(source="", steps=steps), timeout=0, request_timeout=5)
+    try:
+        execute(job, app=_warm_up_page, soft_timeout=False)
+        browser.reset()
+    except Exception:  # a failed warm-up only costs memory
+        pass
+
+
+_warmed_up = False
+
+
+def _warm_up_page(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+    return [
+        b"<html><head><title>Kong</title></head><body><p>Kong</p>"
+        b"<form method='post'><input name='q'><input type='submit'></form>"
+        b"<a href='/'>next</a></body></html>"
+    ]
+
+
 def _run_step(step: Step, job: Job) -> None:
     globals_dict, locals_dict = namespaces.get_twill_glocals()
     args = parse.process_args(step.args, globals_dict, locals_dict)
