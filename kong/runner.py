@@ -10,6 +10,7 @@ is never called (it rebinds ``sys.stdout``).
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import re
@@ -113,6 +114,29 @@ def parse_line(line: str) -> tuple[str, list[str]] | None:
     if not results:
         return None
     return str(results.command), [str(arg) for arg in results.arguments.as_list()]
+
+
+def arity_error(command: str, args: list[str]) -> str | None:
+    """Why ``command`` cannot take ``args`` (twill would fail with a TypeError
+    at run time), or None. Commands twill does not define are not checked."""
+    function = getattr(commands, command, None)
+    if not inspect.isfunction(function) or any(arg.startswith("__") for arg in args):
+        return None  # a __name argument may expand to several arguments
+    signature = inspect.signature(function)
+    try:
+        signature.bind(*args)
+    except TypeError:
+        words = []
+        for parameter in signature.parameters.values():
+            if parameter.kind is parameter.VAR_POSITIONAL:
+                words.append(f"[{parameter.name} ...]")
+            elif parameter.default is parameter.empty:
+                words.append(f"<{parameter.name}>")
+            else:
+                words.append(f"[{parameter.name}]")
+        usage = " ".join(words) or "no arguments"
+        return f"{command} takes {usage}, not {len(args)} argument{'s' if len(args) != 1 else ''}"
+    return None
 
 
 def execute(job: Job, *, app: Callable[..., Any] | None = None, soft_timeout: bool = True) -> Outcome:

@@ -175,6 +175,9 @@ def validate(text: str, *, safe: bool | None = None) -> Script:
             raise ScriptError(f"unknown twill command {command!r}", number)
         if safe:
             _check_safe(command, args, number)
+        wrong = runner.arity_error(command, args)
+        if wrong:  # "go {{ site.url }" would otherwise fail only when run
+            raise ScriptError(wrong, number)
         extended = extended or command == "extend_with"
         steps.append(Step(line=number, command=command, args=tuple(args)))
     if not steps:

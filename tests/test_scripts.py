@@ -272,3 +272,19 @@ def test_test_and_testresult_are_not_collected_by_pytest():
 
     assert Test.__test__ is False
     assert TestResult.__test__ is False
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("go {{ site.url }", "go takes <url>, not 3 arguments"),
+        ("go", "go takes <url>, not 0 arguments"),
+        ("back now", "back takes no arguments, not 1 argument"),
+        ("fv 1 username", "fv takes <form_name> <field_name> <value>, not 2 arguments"),
+        ("find a i x", "find takes <what> [flags], not 3 arguments"),
+    ],
+)
+def test_wrong_argument_counts_are_errors_before_running(line, reason):
+    with pytest.raises(ScriptError) as raised:
+        validate(f"echo start\n{line}")
+    assert (raised.value.line, raised.value.reason) == (2, reason)
