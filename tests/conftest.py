@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import django
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
 from tests.fleet import FakeSite
 
@@ -22,3 +25,15 @@ def hook() -> Iterator[FakeSite]:
     site.route("/hook", body="ok", content_type="text/plain")
     yield site
     site.stop()
+
+
+@pytest.fixture(autouse=True)
+def _locmem_mailer() -> Iterator[None]:
+    """Django 6.1 sends mail through settings.MAILERS and warns (an error
+    here) when a project has none; give the suite a locmem one so
+    ``mail.outbox`` works on every supported Django."""
+    if django.VERSION < (6, 1) or hasattr(settings, "MAILERS"):
+        yield
+        return
+    with override_settings(MAILERS={"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}):
+        yield
