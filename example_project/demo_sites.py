@@ -13,6 +13,7 @@ Run ``python example_project/demo_sites.py`` to serve them until Ctrl-C, or
 
 from __future__ import annotations
 
+import http.client
 import secrets
 import sys
 import threading
@@ -312,6 +313,18 @@ def start(sites: Iterable[DemoSite] = SITES) -> DemoFleet:
             server.server_close()
         raise
     return DemoFleet(servers)
+
+
+def is_serving(site: DemoSite) -> bool:
+    """Whether ``site`` is already served on its port by these demo sites."""
+    connection = http.client.HTTPConnection(HOST, site.port, timeout=2)
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().getheader(MARKER_HEADER) == site.slug
+    except OSError:
+        return False
+    finally:
+        connection.close()
 
 
 def main() -> None:

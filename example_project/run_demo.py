@@ -16,7 +16,6 @@ site failed, 1 when anything else failed, 3 when Kong could not run.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the `demo` settings package and demo_sites
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
+os.environ["DJANGO_SETTINGS_MODULE"] = "demo.settings"  # never another project's settings
 
 import demo_sites  # noqa: E402  (needs the path above)
 
@@ -72,12 +71,12 @@ def start_demo_sites() -> subprocess.Popen[bytes] | None:
     Kong's check workers. Sites already running (from an earlier
     ``python example_project/demo_sites.py``) are reused; returns None then.
     """
-    if all(answers(site) for site in demo_sites.SITES):
+    if all(demo_sites.is_serving(site) for site in demo_sites.SITES):
         print("Using the demo sites already running on 127.0.0.1.")
         return None
     child = subprocess.Popen([sys.executable, str(HERE / "demo_sites.py")], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + SITES_STARTUP_SECONDS
-    while not all(answers(site) for site in demo_sites.SITES):
+    while not all(demo_sites.is_serving(site) for site in demo_sites.SITES):
         if child.poll() is not None or time.monotonic() > deadline:
             stop_demo_sites(child)
             ports = ", ".join(str(site.port) for site in demo_sites.SITES)
@@ -85,18 +84,6 @@ def start_demo_sites() -> subprocess.Popen[bytes] | None:
         time.sleep(0.1)
     print(f"Demo sites are up: {len(demo_sites.SITES)} fake sites on 127.0.0.1 (one is broken on purpose).")
     return child
-
-
-def answers(site: demo_sites.DemoSite) -> bool:
-    """Whether ``site``'s port is served by the demo sites."""
-    connection = http.client.HTTPConnection(demo_sites.HOST, site.port, timeout=2)
-    try:
-        connection.request("GET", "/")
-        return connection.getresponse().getheader(demo_sites.MARKER_HEADER) == site.slug
-    except OSError:
-        return False
-    finally:
-        connection.close()
 
 
 def stop_demo_sites(child: subprocess.Popen[bytes] | None) -> None:
