@@ -76,10 +76,22 @@ def _short_when(when: datetime) -> str:
 class _Frame:
     """Maps times and durations onto a plot area."""
 
-    def __init__(self, samples: Sequence[Sample], left: float, top: float, right: float, bottom: float) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        left: float,
+        top: float,
+        right: float,
+        bottom: float,
+        *,
+        zero: bool = True,
+    ) -> None:
         times = [_timestamp(sample.when) for sample in samples]
+        values = [sample.value for sample in samples]
         self.start, self.end = min(times), max(times)
-        self.top_value = nice_ceiling(max(sample.value for sample in samples))
+        # Charts with axes start at zero; a sparkline spans its own range to show the wiggle.
+        self.floor = 0.0 if zero else min(values)
+        self.top_value = nice_ceiling(max(values)) if zero else max(values)
         self.left, self.top, self.right, self.bottom = left, top, right, bottom
 
     def x(self, when: datetime) -> float:
@@ -89,7 +101,10 @@ class _Frame:
         return round(self.left + share * (self.right - self.left), 1)
 
     def y(self, value: float) -> float:
-        share = min(max(value, 0.0), self.top_value) / self.top_value
+        spread = self.top_value - self.floor
+        if spread <= 0:
+            return round((self.top + self.bottom) / 2, 1)
+        share = (min(max(value, self.floor), self.top_value) - self.floor) / spread
         return round(self.bottom - share * (self.bottom - self.top), 1)
 
 
@@ -133,7 +148,7 @@ def _open_svg(chart_id: str, width: int, height: int, title: str, desc: str, css
     )  # fmt: skip
 
 
-def sparkline(samples: Sequence[Sample], *, width: int = 120, height: int = 24, title: str = "") -> SafeString:
+def sparkline(samples: Sequence[Sample], *, width: int = 120, height: int = 28, title: str = "") -> SafeString:
     """A small line of durations with failures crossed out; '' when empty."""
     if not samples:
         return mark_safe("")
@@ -142,7 +157,7 @@ def sparkline(samples: Sequence[Sample], *, width: int = 120, height: int = 24, 
         f"{len(samples)} runs, {failures} failed, "
         f"{format_ms(min(s.value for s in samples))} to {format_ms(max(s.value for s in samples))}"
     )
-    frame = _Frame(samples, 3, 3, width - 3, height - 3)
+    frame = _Frame(samples, 4, 4, width - 4, height - 4, zero=False)
     parts = [
         format_html(
             '<svg xmlns="http://www.w3.org/2000/svg" class="k-sparkline" viewBox="0 0 {} {}" width="{}" '

@@ -55,7 +55,9 @@ def add_result(
     return result
 
 
-def add_history(site: Site, test: Test, count: int, *, every: timedelta = timedelta(minutes=10)) -> None:
+def add_history(
+    site: Site, test: Test, count: int, *, every: timedelta = timedelta(minutes=10), base: float = 100.0
+) -> None:
     """``count`` older results in one INSERT, every fifth one failed."""
     now = timezone.now()
     TestResult.objects.bulk_create(
@@ -63,7 +65,7 @@ def add_history(site: Site, test: Test, count: int, *, every: timedelta = timede
             site=site,
             test=test,
             run_date=now - every * (index + 1),
-            duration=100.0 + index % 7 * 10,
+            duration=base + index % 7 * 10,
             succeeded=index % 5 != 0,
             status="passed" if index % 5 else "failed",
             reason="" if index % 5 else "no match to 'Latest News'",

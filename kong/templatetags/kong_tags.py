@@ -28,8 +28,8 @@ ICONS = {
     "passed": "✓",
     "failed": "✗",
     "error": "⚠",
-    "timeout": "⏱",
-    "crashed": "✖",
+    "timeout": "◷",
+    "crashed": "☠",
     "pending": "○",
 }
 # What the worst of several statuses is, for a cell with one check per server.
@@ -74,6 +74,17 @@ def short_age(when: datetime | None, now: datetime) -> str:
 @register.filter
 def age(when: datetime | None) -> str:
     return short_age(when, timezone.now())
+
+
+@register.filter
+def ago(when: datetime | None) -> str:
+    """``just now``, ``5 minutes ago``, ``2 days, 3 hours ago``; '' for never."""
+    if when is None:
+        return ""
+    now = timezone.now()
+    if (now - when).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(when, now)} ago"
 
 
 @register.filter
