@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     os.environ["KONG_DEMO_PORT"] = str(options.port)  # the settings build KONG_BASE_URL from it
 
+    # `kill` (SIGTERM) stops the demo as Ctrl-C does, stopping the sites too.
+    signal.signal(signal.SIGTERM, _interrupt)
+
     import django
 
     django.setup()
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stop_demo_sites(sites)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 # -- the fake sites ------------------------------------------------------
