@@ -258,7 +258,8 @@ def test_secrets_never_reach_results(web):
     assert result.status == "failed"
     for text in (result.content, result.reason, result.script, report.results[0].reason):
         assert "hunter2" not in text
-    assert MASK in result.script and MASK in result.content
+    assert MASK in result.script
+    assert MASK in result.content
     assert web.requests_to("/")[0].query == {"pw": ["hunter2"]}  # the site did get it
 
 
@@ -326,6 +327,7 @@ def test_dry_run_validates_without_running(web):
     make_test("bad", body="go {{ site.url }}\nsave_html /tmp/x", sites=[site])
     problems = {check.test.slug: error for check, error in services.dry_run(services.select_checks())}
     assert problems["good"] is None
-    assert problems["bad"] is not None and problems["bad"].line == 2
+    assert problems["bad"] is not None
+    assert problems["bad"].line == 2
     assert web.hits == {}
     assert not TestResult.objects.exists()
