@@ -1,0 +1,92 @@
+"""kong.system_checks: misconfiguration shows up in ``manage.py check``."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from kong.system_checks import check_settings
+
+
+def ids(**settings: object) -> list[str]:
+    with override_settings(**settings):
+        return [message.id for message in check_settings()]
+
+
+def test_the_defaults_and_the_test_settings_are_clean():
+    assert ids() == []
+    assert [message for message in run_checks() if message.id and message.id.startswith("kong.")] == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("KONG_WORKERS", "many"),
+        ("KONG_WORKERS", -1),
+        ("KONG_WORKERS", 2.5),
+        ("KONG_WORKERS", True),
+        ("KONG_CHECK_TIMEOUT", 0),
+        ("KONG_CHECK_TIMEOUT", None),
+        ("KONG_REQUEST_TIMEOUT", -5),
+        ("KONG_MAIL_ON_CONSECUTIVE_FAILURES", 0),
+        ("KONG_MAIL_ON_CONSECUTIVE_FAILURES", "3"),
+        ("KONG_KILL_GRACE", -1),
+    ],
+)
+def test_e001_bad_numbers(setting, value):
+    with override_settings(**{setting: value}):
+        (error,) = check_settings()
+    assert error.id == "kong.E001"
+    assert error.msg.startswith(f"{setting} must be ")
+    assert repr(value) in error.msg
+    assert error.hint
+
+
+@pytest.mark.parametrize("value", [0.5, 30, 1])
+def test_e001_accepts_good_numbers(value):
+    assert ids(KONG_CHECK_TIMEOUT=value, KONG_REQUEST_TIMEOUT=value) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["https://hooks.example.com/kong", ["ftp://hooks.example.com/"], [None], {"url": "https://x/"}],
+)
+def test_e002_webhooks_must_be_a_list_of_http_urls(value):
+    assert ids(KONG_WEBHOOKS=value) == ["kong.E002"]
+
+
+def test_e002_accepts_http_and_https_urls():
+    assert ids(KONG_WEBHOOKS=["http://127.0.0.1:9/hook", "https://hooks.example.com/kong"]) == []
+
+
+def test_e003_notifiers_must_import_and_be_notifiers():
+    with override_settings(KONG_NOTIFIERS=["kong.notifiers.nope.Missing", "kong.conf.DEFAULTS"]):
+        messages = check_settings()
+    assert [message.id for message in messages] == ["kong.E003", "kong.E003"]
+    assert "cannot be imported" in messages[0].msg
+    assert "is not a subclass of kong.notifiers.Notifier" in messages[1].msg
+
+
+def test_e004_secret_pattern_must_compile():
+    assert ids(KONG_SECRET_VARIABLES="PASS(") == ["kong.E004"]
+
+
+def test_w001_mail_without_a_base_url():
+    assert ids(KONG_MAIL_MANAGERS=True, KONG_BASE_URL="") == ["kong.W001"]
+    assert ids(KONG_MAIL_ADMINS=True, KONG_BASE_URL="") == ["kong.W001"]
+    assert ids(KONG_MAIL_MANAGERS=False, KONG_MAIL_ADMINS=False, KONG_BASE_URL="") == []
+
+
+def test_w002_mail_with_nobody_to_mail():
+    assert ids(KONG_MAIL_MANAGERS=True, MANAGERS=[]) == ["kong.W002"]
+    assert ids(KONG_MAIL_ADMINS=True, ADMINS=[]) == ["kong.W002"]
+    assert ids(KONG_MAIL_ADMINS=True, MANAGERS=[]) == []
+
+
+@override_settings(KONG_WORKERS="many")
+def test_errors_stop_manage_py_check():
+    with pytest.raises(SystemCheckError, match=r"kong\.E001"):
+        call_command("check")
