@@ -70,7 +70,8 @@ def fetch(opener: urllib.request.OpenerDirector, url: str, data: dict[str, str] 
         with opener.open(url, body, timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        with error:
+            return error.code, error.read().decode()
 
 
 def browser() -> urllib.request.OpenerDirector:
