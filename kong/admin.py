@@ -41,6 +41,7 @@ def count_of(rows: QuerySet[Any], column: str) -> Coalesce:
 
 
 def failing_checks(column: str) -> Coalesce:
+    """An annotation counting the failing checks of each row (a site or a test)."""
     return count_of(Check.objects.failing(), column)
 
 
