@@ -400,7 +400,11 @@ class DailyRollup(models.Model):
 
     class Meta:
         ordering = ["-day"]
-        indexes = [models.Index(fields=["site", "test", "-day"], name="kong_rollup_history")]
+        indexes = [
+            models.Index(fields=["site", "test", "-day"], name="kong_rollup_history"),
+            # Folding and pruning ask "which days are rolled up?" across all checks.
+            models.Index(fields=["day"], name="kong_rollup_day"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["test", "site", "day"],

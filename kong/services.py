@@ -6,22 +6,26 @@ send mail themselves.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db import models, transaction
-from django.db.models import Q
+from django.db import DatabaseError, close_old_connections, models, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from kong import pool, schedule
+from kong import pool, rollups, schedule
 from kong.conf import kong_settings
 from kong.models import Check, CheckQuerySet, Server, Site, Test, TestResult, Type
 from kong.notifiers import Event, notify
 from kong.runner import Job, Outcome
 from kong.scripts import ScriptError, compile_script, context_for, mask, render
+
+logger = logging.getLogger("kong.services")
 
 
 class KongError(Exception):
@@ -333,19 +337,151 @@ def dry_run(checks: Iterable[Check]) -> list[tuple[Check, ScriptError | None]]:
     return problems
 
 
+# -- scheduling --------------------------------------------------------------
 
-def claim_due(checks: models.QuerySet[Check], *, now: Any = None) -> models.QuerySet[Check]:
-    """Atomically claim the due checks among ``checks`` for this run.
 
-    One filtered UPDATE sets a lease and a token; a concurrent run's UPDATE
-    skips rows already claimed, so no check runs twice for one slot. A
-    crashed run's claims expire after ``KONG_CLAIM_LEASE`` seconds.
+def claim_due(
+    checks: CheckQuerySet,
+    *,
+    now: datetime | None = None,
+    limit: int | None = None,
+    token: str | None = None,
+) -> CheckQuerySet:
+    """Atomically claim the due checks among ``checks`` (at most ``limit``,
+    most overdue first) and return them.
+
+    One filtered UPDATE sets a lease and a token, and repeats the due and
+    unclaimed conditions, so a concurrent run's UPDATE (PostgreSQL re-checks
+    them on rows another transaction just claimed; SQLite runs writers one at
+    a time) skips rows already claimed: no check runs twice for one slot. A
+    crashed run's claims expire after ``KONG_CLAIM_LEASE`` seconds; a
+    long-lived claimer keeps its own alive with ``renew_claims``.
     """
     now = now or timezone.now()
-    token = uuid.uuid4().hex
-    until = now + timedelta(seconds=float(kong_settings.CLAIM_LEASE))
-    Check.objects.filter(pk__in=checks.due(now).values("pk")).filter(
+    token = token or uuid.uuid4().hex
+    due: Any = checks.due(now).values("pk")
+    if limit is not None:  # most overdue first; a list, as some databases refuse LIMIT in IN (...)
+        ordered = Check.objects.filter(pk__in=due).order_by(F("next_due_at").asc(nulls_first=True), "pk")
+        due = list(ordered.values_list("pk", flat=True)[: max(0, limit)])
+    Check.objects.filter(pk__in=due).filter(
         Q(next_due_at__isnull=True) | Q(next_due_at__lte=now),
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-    ).update(claimed_until=until, claim_token=token)
+    ).update(claimed_until=now + _lease(), claim_token=token)
     return checks.filter(claim_token=token)
+
+
+def renew_claims(token: str, now: datetime | None = None) -> int:
+    """Extend the lease of every check still claimed with ``token``; returns how many."""
+    now = now or timezone.now()
+    return Check.objects.filter(claim_token=token).update(claimed_until=now + _lease())
+
+
+def release_claims(token: str, pks: Iterable[int] | None = None) -> int:
+    """Give up claims made with ``token`` (only ``pks``, if given) without
+    recording anything: the checks stay due and the next run takes them."""
+    claimed = Check.objects.filter(claim_token=token)
+    if pks is not None:
+        claimed = claimed.filter(pk__in=list(pks))
+    return claimed.update(claimed_until=None, claim_token="")
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=float(kong_settings.CLAIM_LEASE))
+
+
+class Scheduler:
+    """The loop behind ``kong_scheduler``: claim what is due, feed a
+    long-lived worker pool, record what finishes, prune once a day.
+
+    Each step is a method that tests call directly. It claims no more checks
+    than it has idle workers, so a claim never waits in a local queue, and it
+    renews its leases every tick while checks are in flight.
+    """
+
+    def __init__(self, workers: int, *, prune: bool = True) -> None:
+        self.pool = pool.WorkerPool(
+            max(1, workers),
+            kill_grace=float(kong_settings.KILL_GRACE),
+            max_checks_per_worker=int(kong_settings.MAX_CHECKS_PER_WORKER),
+        )
+        self.token = uuid.uuid4().hex
+        self.in_flight: dict[int, tuple[Check, str]] = {}  # pk -> (check, masked script)
+        self.prune_enabled = prune
+        self.pruned_on: date | None = None
+
+    def tick(self, now: datetime | None = None) -> list[CheckReport]:
+        """Renew leases, then claim and start due checks for idle workers.
+        Returns reports for checks recorded at once (invalid scripts)."""
+        if self.in_flight:
+            renew_claims(self.token, now)
+        idle = self.pool.size - self.pool.in_flight
+        if idle <= 0:
+            return []
+        everything = Check.objects.select_related("test", "site", "site__type", "server")
+        reports = []
+        for check in claim_due(everything, now=now, limit=idle, token=self.token):
+            try:
+                job = build_job(check)
+            except ScriptError as error:
+                reports.append(report_for(check, record(check, invalid_outcome(error))))
+                continue
+            self.in_flight[check.pk] = (check, mask(job.script.source, list(job.secrets)))
+            self.pool.submit(job)
+        return reports
+
+    def collect(self, timeout: float) -> list[CheckReport]:
+        """Wait up to ``timeout`` seconds for checks to finish; record them."""
+        reports = []
+        for job, outcome in self.pool.poll(timeout):
+            check, source = self.in_flight.pop(job.key)
+            reports.append(report_for(check, record(check, outcome, source=source)))
+        return reports
+
+    def prune_daily(self, now: datetime | None = None) -> rollups.PruneReport | None:
+        """Fold and prune once per calendar day, a few seconds at a time."""
+        today = rollups.local_day(now or timezone.now())
+        if not self.prune_enabled or self.pruned_on == today:
+            return None
+        report = rollups.prune(now, time_budget=2.0)
+        if report.complete:
+            self.pruned_on = today
+        return report
+
+    def shutdown(self, grace: float, *, hurry: Callable[[], bool] = lambda: False) -> list[CheckReport]:
+        """Give checks in flight ``grace`` seconds (until ``hurry()``) to
+        finish and record them; kill the rest, record nothing for them, and
+        release their claims so the next run takes them at once."""
+        deadline = time.monotonic() + grace
+        reports: list[CheckReport] = []
+        while self.in_flight and not hurry() and (left := deadline - time.monotonic()) > 0:
+            reports += self.collect(min(left, 0.2))
+        self.pool.cancel()
+        self.pool.close()
+        self.in_flight.clear()
+        release_claims(self.token)
+        return reports
+
+    def run(
+        self,
+        *,
+        tick: float,
+        stopping: Callable[[], bool],
+        on_result: Callable[[CheckReport], None] = lambda report: None,
+    ) -> None:
+        """Tick every ``tick`` seconds until ``stopping()`` is true. A
+        database error is logged and retried on the next tick."""
+        next_tick = 0.0
+        while not stopping():
+            try:
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick
+                    close_old_connections()
+                    reports = self.tick()
+                    self.prune_daily()
+                else:
+                    reports = self.collect(min(0.5, max(0.0, next_tick - time.monotonic())))
+            except DatabaseError:
+                logger.exception("kong_scheduler: database error; retrying on the next tick")
+                reports = []
+            for report in reports:
+                on_result(report)

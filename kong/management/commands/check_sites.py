@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from kong import formats, services
+from kong import formats, progress, services
 from kong.conf import kong_settings
 
 EXIT_UNKNOWN = 3  # Nagios UNKNOWN: Kong could not run
@@ -83,15 +83,7 @@ class Command(BaseCommand):
                 sys.exit(report.exit_code)
 
     def progress(self, options: dict[str, Any]) -> Any:
-        """Failures as they happen (and a live counter on a terminal), text format only."""
+        """Failures as they happen, plus a bar with a count and ETA on a terminal; text format only."""
         if options["format"] != "text" or options["quiet"]:
             return None
-        tty = self.stdout.isatty()
-
-        def show(item: services.CheckReport, done: int, total: int) -> None:
-            if tty:
-                self.stdout.write(f"\r\033[K[{done}/{total}] {formats.label(item)}", ending="")
-            if not item.succeeded:
-                self.stdout.write(("\r\033[K" if tty else "") + formats.text_line(item))
-
-        return show
+        return progress.CheckProgress(self.stdout, label=formats.label, failure_line=formats.text_line)
