@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import override_settings
 
@@ -52,3 +54,12 @@ def test_override_settings_is_seen_at_once_and_undone_after():
 def test_unknown_names_are_an_attribute_error():
     with pytest.raises(AttributeError, match="unknown Kong setting: KONG_NOPE"):
         kong_settings.NOPE  # noqa: B018
+
+
+def test_the_readme_documents_every_setting():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "readme" / "core.md").read_text()
+    table = text.split("## Settings")[1].split("## Alerts")[0]
+    documented = set(re.findall(r"^\| `KONG_(\w+)` \|", table, re.MULTILINE))
+    assert documented == set(DEFAULTS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import override_settings
 
@@ -288,3 +290,14 @@ def test_wrong_argument_counts_are_errors_before_running(line, reason):
     with pytest.raises(ScriptError) as raised:
         validate(f"echo start\n{line}")
     assert (raised.value.line, raised.value.reason) == (2, reason)
+
+
+def test_the_readme_lists_exactly_the_safe_and_refused_commands():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "readme" / "core.md").read_text()
+    listed = text.split("<!-- safe-commands: generated from kong.scripts.SAFE_COMMANDS -->")[1]
+    listed = listed.split("<!-- /safe-commands -->")[0]
+    assert set(re.findall(r"`(\w+)`", listed)) == SAFE_COMMANDS
+    for command in REFUSED_COMMANDS:
+        assert f"`{command}`" in text
