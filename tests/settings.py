@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -49,8 +50,14 @@ TEMPLATES = [
     }
 ]
 
-# A real SQLite file (pytest-django gives each run its own test database file).
-# KONG_TEST_DATABASE=postgres switches to the PostgreSQL server .ci/run starts.
+# A real SQLite file, one per test process so concurrent runs (two venvs, two
+# engineers) never share it. KONG_SQLITE_PATH lets a subprocess (a real
+# `manage.py check_sites`) open the test database file that the run created.
+# KONG_TEST_DATABASE=postgres switches to the PostgreSQL server .ci/services starts.
+_SQLITE_TEST_FILE = os.environ.get(
+    "KONG_SQLITE_PATH", str(Path(tempfile.gettempdir()) / f"kong-test-{os.getpid()}.sqlite3")
+)
+DATABASES: dict[str, dict[str, object]]
 if os.environ.get("KONG_TEST_DATABASE") == "postgres":
     DATABASES = {
         "default": {
@@ -63,13 +70,11 @@ if os.environ.get("KONG_TEST_DATABASE") == "postgres":
         }
     }
 else:
-    DATABASES: dict[str, dict[str, object]] = {
+    DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            # KONG_SQLITE_PATH lets a subprocess (a real `manage.py check_sites`)
-            # open the test database file that the test run created.
-            "NAME": os.environ.get("KONG_SQLITE_PATH", str(BASE_DIR / "kong-tests.sqlite3")),
-            "TEST": {"NAME": os.environ.get("KONG_SQLITE_PATH", str(BASE_DIR / "kong-test-db.sqlite3"))},
+            "NAME": _SQLITE_TEST_FILE,
+            "TEST": {"NAME": _SQLITE_TEST_FILE},
         }
     }
 
