@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import io
 import logging
+import os
 import re
 import signal
 import ssl
@@ -54,6 +55,15 @@ _PRISTINE_COMMANDS = list(parse.command_list)
 # pool gives each check its own process; this lock keeps threads that run
 # checks inline (run-now from a threaded web server) from corrupting each other.
 _LOCK = threading.RLock()
+
+
+def _fresh_lock_after_fork() -> None:
+    # A worker forked while another thread held the lock would wait forever.
+    global _LOCK
+    _LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_after_fork)
 
 
 class CheckTimeout(BaseException):
@@ -214,7 +224,8 @@ def _mask(text: str, secrets: tuple[str, ...]) -> str:
 def _reset(job: Job, app: Callable[..., Any] | None) -> None:
     """Give the check a fresh browser (cookies, headers, auth, history) and
     twill's pristine options, variables, commands and debug switches."""
-    browser.reset(app=app, timeout=job.request_timeout, verify=tls_context(job.verify_tls))
+    # twill hands ``verify`` to httpx, which takes an SSLContext (twill's hint says bool).
+    browser.reset(app=app, timeout=job.request_timeout, verify=tls_context(job.verify_tls))  # type: ignore[arg-type]
     browser.debug_level = 0
     commands.options.clear()
     commands.options.update(commands.default_options)

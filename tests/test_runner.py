@@ -399,6 +399,25 @@ def test_workers_are_reused_and_retired_after_max_checks(web):
     assert outcomes == ["passed"] * 5
 
 
+def test_a_worker_forked_while_a_thread_runs_a_check_inline_is_not_stuck(web):
+    """run-now runs checks inline in a web server's thread; a pool forked at
+    that moment must not inherit the runner's lock held."""
+    runner.warm_up()  # the pool warms up (in-process) before its first fork
+    fetching = threading.Event()
+    web.route("/slow", delay=1.5, on_request=lambda request: fetching.set())
+    inline: list[Outcome] = []
+    thread = threading.Thread(target=lambda: inline.append(run(f"go {web.url('/slow')}")))
+    thread.start()
+    fetching.wait()
+    try:
+        with pool.WorkerPool(1, kill_grace=1) as workers:
+            ((_, outcome),) = list(workers.run([job(f"go {web.url()}\nfind 'Latest News'", timeout=5)]))
+    finally:
+        thread.join()
+    assert outcome.status == "passed", outcome.reason
+    assert inline[0].status == "passed"
+
+
 def test_outcomes_are_plain_data():
     outcome = Outcome("failed", 1.5, "no match", failed_line=2, log="x")
     assert outcome.as_dict() == {
