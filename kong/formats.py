@@ -85,7 +85,15 @@ def as_nagios(report: RunReport) -> str:
 
 def as_junit(report: RunReport) -> bytes:
     """One testsuite per test, one testcase per site."""
-    root = ET.Element("testsuites", name="kong", tests=str(len(report.results)), failures=str(report.failed))
+    failures = sum(1 for item in report.results if item.status == "failed")
+    root = ET.Element(
+        "testsuites",
+        name="kong",
+        tests=str(len(report.results)),
+        failures=str(failures),
+        errors=str(report.failed - failures),
+        time=f"{report.duration_ms / 1000:.3f}",
+    )
     items = sorted(report.results, key=lambda item: item.test)
     for test, group in groupby(items, key=lambda item: item.test):
         cases = list(group)

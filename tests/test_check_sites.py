@@ -267,6 +267,7 @@ def test_junit_xml_has_a_testsuite_per_test_and_a_testcase_per_site(fleet, tmp_p
     assert run.returncode == 2
     root = ET.parse(report).getroot()
     assert root.tag == "testsuites"
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("5", "1", "0")
     suites = {suite.get("name"): suite for suite in root.findall("testsuite")}
     assert set(suites) == {"front-page", "search"}
     assert sorted(case.get("name") for case in suites["front-page"].findall("testcase")) == [
@@ -278,6 +279,24 @@ def test_junit_xml_has_a_testsuite_per_test_and_a_testcase_per_site(fleet, tmp_p
     assert suites["front-page"].get("failures") == "1"
     (failure,) = root.iter("failure")
     assert failure.get("message") == "code 500 != 200 at line 2"
+
+
+def test_junit_xml_errors_and_timeouts_are_errors_not_failures(fleet, tmp_path):
+    make_test("refused", sites=[make_site("down", f"127.0.0.1:{closed_port()}")])
+    report = tmp_path / "kong.xml"
+    assert run_inline("-t", "refused", "--junit-xml", str(report)).returncode == 2
+    root = ET.parse(report).getroot()
+    assert (root.get("failures"), root.get("errors")) == ("0", "1")
+    (error,) = root.iter("error")
+    assert error.get("type") == "error"
+    assert error.get("message").startswith("connection refused by 127.0.0.1:")
+
+
+def test_junit_xml_into_a_missing_folder_fails_before_running(fleet, tmp_path):
+    run = run_inline("--junit-xml", str(tmp_path / "nope" / "kong.xml"))
+    assert run.returncode == 3
+    assert "--junit-xml: no folder" in run.stderr
+    assert not TestResult.objects.exists()
 
 
 def test_text_output_lists_failures_and_a_summary(fleet):

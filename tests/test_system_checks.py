@@ -16,6 +16,7 @@ def ids(**settings: object) -> list[str]:
         return [message.id for message in check_settings()]
 
 
+@pytest.mark.django_db  # Django's own model checks may ask the database for features
 def test_the_defaults_and_the_test_settings_are_clean():
     assert ids() == []
     assert [message for message in run_checks() if message.id and message.id.startswith("kong.")] == []
@@ -86,6 +87,7 @@ def test_w002_mail_with_nobody_to_mail():
     assert ids(KONG_MAIL_ADMINS=True, MANAGERS=[]) == []
 
 
+@pytest.mark.django_db
 @override_settings(KONG_WORKERS="many")
 def test_errors_stop_manage_py_check():
     with pytest.raises(SystemCheckError, match=r"kong\.E001"):

@@ -50,6 +50,8 @@ class Command(BaseCommand):
             raise CommandError("--workers must be 0 or more", returncode=EXIT_UNKNOWN)
         if options["timeout"] is not None and options["timeout"] <= 0:
             raise CommandError("--timeout must be positive", returncode=EXIT_UNKNOWN)
+        if options["junit_xml"] and not options["junit_xml"].parent.is_dir():  # fail before running
+            raise CommandError(f"--junit-xml: no folder {options['junit_xml'].parent}", returncode=EXIT_UNKNOWN)
         running = not (options["list"] or options["dry_run"])
         try:
             checks: Any = services.select_checks(
@@ -74,8 +76,8 @@ class Command(BaseCommand):
             report = services.run_checks(
                 checks, workers=options["workers"], timeout=options["timeout"], on_result=self.progress(options)
             )
-            tty = self.stdout.isatty()
-            for line in formats.render(report, options["format"], quiet=options["quiet"], verbose=options["verbosity"] > 1, tty=tty):
+            verbose, tty = options["verbosity"] > 1, self.stdout.isatty()
+            for line in formats.render(report, options["format"], quiet=options["quiet"], verbose=verbose, tty=tty):
                 self.stdout.write(line)
             if options["junit_xml"]:
                 options["junit_xml"].write_bytes(formats.as_junit(report))
