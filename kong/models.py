@@ -127,13 +127,26 @@ class Site(models.Model):
         return urlsplit(self.url).hostname or self.servername
 
     def secret_values(self) -> list[str]:
-        """Values of variables whose names look secret, longest first."""
+        """Values of variables whose names look secret, longest first.
+
+        In nested variables (``{"login": {"password": ...}}``) a value is
+        secret when any name on its path looks secret; a secret list or
+        object is secret all through, so ``{{ login.password }}`` is masked too.
+        """
         pattern = re.compile(kong_settings.SECRET_VARIABLES, re.IGNORECASE)
-        values = {
-            str(value)
-            for name, value in (self.variables or {}).items()
-            if pattern.search(name) and value not in (None, "")
-        }
+        values: set[str] = set()
+
+        def walk(value: Any, secret: bool) -> None:
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    walk(item, secret or bool(pattern.search(str(name))))
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    walk(item, secret)
+            elif secret and value not in (None, ""):
+                values.add(str(value))
+
+        walk(self.variables or {}, False)
         return sorted(values, key=len, reverse=True)
 
 

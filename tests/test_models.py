@@ -172,3 +172,15 @@ def test_natural_keys_move_an_inventory_between_databases(tmp_path):
     test = Test.objects.get_by_natural_key("front-page")
     assert list(test.sites.all()) == [site]
     assert list(test.types.values_list("slug", flat=True)) == ["news"]
+
+
+def test_nested_secret_values_are_secret_too():
+    site = Site(
+        variables={
+            "login": {"user": "ops", "password": "hunter2"},
+            "api_keys": ["k-1", "k-2"],
+            "tokens": {"read": "r-9"},
+            "section": "news",
+        }
+    )
+    assert set(site.secret_values()) == {"hunter2", "k-1", "k-2", "r-9"}

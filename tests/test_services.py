@@ -331,3 +331,14 @@ def test_dry_run_validates_without_running(web):
     assert problems["bad"].line == 2
     assert web.hits == {}
     assert not TestResult.objects.exists()
+
+
+def test_with_safe_mode_off_full_twill_runs(web):
+    site = make_site(servername=web.host)
+    make_test(body='run "answer = str(6 * 7)"\necho the answer is $answer\ngo {{ site.url }}', sites=[site])
+    with override_settings(KONG_SAFE_MODE=False):
+        report = services.run_checks(services.select_checks(), workers=0)
+    assert report.results[0].status == "passed"
+    assert "the answer is 42" in TestResult.objects.get().content
+    report = services.run_checks(services.select_checks(), workers=0)  # safe mode is back
+    assert report.results[0].reason.startswith("invalid script: line 1: 'run' executes Python code")
