@@ -33,6 +33,7 @@ class Sample:
     failed: bool = False
     label: str = ""
     href: str = ""
+    status: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,17 @@ def _timestamp(when: datetime) -> float:
     return when.timestamp()
 
 
+def _local(when: datetime) -> datetime:
+    # One timezone lookup per call is cheap; charts call this for a few labels only.
+    return when.astimezone(timezone.get_current_timezone()) if when.tzinfo else when
+
+
 def _when(when: datetime) -> str:
-    return timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S") if timezone.is_aware(when) else str(when)
+    return f"{_local(when):%Y-%m-%d %H:%M:%S}"
 
 
 def _short_when(when: datetime) -> str:
-    return timezone.localtime(when).strftime("%b %d %H:%M") if timezone.is_aware(when) else str(when)
+    return f"{_local(when):%b %d %H:%M}"
 
 
 class _Frame:
@@ -132,7 +138,7 @@ def _marker(frame: _Frame, sample: Sample, *, radius: float, colour: str) -> str
     else:
         shape = f'<circle cx="{x}" cy="{y}" r="{radius}" fill="{colour}"/>'
         words = "passed"
-    text = sample.label or f"{_when(sample.when)}: {words}, {format_ms(sample.value)}"
+    text = sample.label or f"{_when(sample.when)}: {sample.status or words}, {format_ms(sample.value)}"
     body = f"<title>{escape(text)}</title>{shape}"
     if sample.href:
         return f'<a href="{escape(sample.href)}" class="k-chart-point">{body}</a>'
@@ -243,15 +249,14 @@ def bucketed(samples: Sequence[Sample], start: float, end: float, buckets: int) 
         group = groups[index]
         failed = sum(sample.failed for sample in group)
         mean = sum(sample.value for sample in group) / len(group)
-        out.append(
-            Sample(
-                when=group[len(group) // 2].when,
-                value=mean,
-                failed=bool(failed),
-                label=f"{_when(group[0].when)} to {_when(group[-1].when)}: {len(group)} runs, "
-                f"{failed} failed, mean {format_ms(mean)}",
-            )
+        # Only crossed buckets get a marker, so only they need a label.
+        label = (
+            f"{_when(group[0].when)} to {_when(group[-1].when)}: {len(group)} runs, "
+            f"{failed} failed, mean {format_ms(mean)}"
+            if failed
+            else ""
         )
+        out.append(Sample(when=group[len(group) // 2].when, value=mean, failed=bool(failed), label=label))
     return out
 
 

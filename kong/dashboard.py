@@ -13,9 +13,11 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
-from django.db.models import Max, Q, QuerySet
+from django.conf import settings
+from django.db import connection
+from django.db.models import CharField, ExpressionWrapper, F, Max, Q, QuerySet
 from django.utils import timezone
 
 from kong import schedule
@@ -33,6 +35,8 @@ RANGES: dict[str, timedelta] = {
 DEFAULT_RANGE = "7d"
 # A chart and its statistics cover at most this many of the newest results in range.
 CHART_LIMIT = 2000
+# The comparison chart on a test's page reads at most this many of its newest results.
+COMPARISON_LIMIT = 3000
 
 
 # -- the fleet, from Check rows --------------------------------------------
@@ -52,7 +56,7 @@ class SiteRef(Ref):
     type: Ref | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the index builds thousands, and frozen __init__ is slow
 class CheckState:
     """One check's current state with its latest result's headline."""
 
@@ -92,48 +96,72 @@ class Fleet:
 
 
 _CHECK_FIELDS = (
-    "pk", "status", "status_since", "last_run_at", "consecutive_failures", "muted_until",
-    "site_id", "site__slug", "site__name", "site__type_id", "site__type__slug", "site__type__name",
-    "test_id", "test__slug", "test__name", "server_id", "server__slug", "server__name",
+    "pk", "site_id", "test_id", "server_id", "server__slug", "server__name", "status",
+    "since", "last_run", "muted", "consecutive_failures",
     "last_result_id", "last_result__duration", "last_result__failed_line", "last_result__reason",
 )  # fmt: skip
+# The three timestamps come back raw (text on SQLite) and are parsed by _moment():
+# Django's per-value converters cost more than the rest of the query at 2,000 rows.
+_RAW_MOMENTS = {
+    name: ExpressionWrapper(F(field), output_field=CharField())
+    for name, field in (("since", "status_since"), ("last_run", "last_run_at"), ("muted", "muted_until"))
+}
+
+
+def _moment(value: datetime | str | None, zone: tzinfo | None) -> datetime | None:
+    """A timestamp column as the database driver returns it (text, or a naive
+    or aware datetime), as the datetime Django's converter would make: naive
+    values are in ``zone`` (the connection's, when USE_TZ is on)."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if zone is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment
 
 
 def load_fleet() -> Fleet:
-    """The whole fleet's state in two queries, whatever the history size."""
-    rows = Check.objects.filter(test__is_active=True, site__is_live=True).values_list(*_CHECK_FIELDS)
-    sites: dict[int, SiteRef] = {}
-    tests: dict[int, Ref] = {}
+    """The whole fleet's state in four queries, whatever the history size.
+
+    Names and slugs come from small queries of their own rather than joined
+    onto each of the thousands of check rows.
+    """
+    sites = {
+        pk: SiteRef(pk, slug, name, Ref(type_id, type_slug, type_name) if type_id else None)
+        for pk, slug, name, type_id, type_slug, type_name in Site.objects.filter(is_live=True)
+        .order_by()
+        .values_list("pk", "slug", "name", "type_id", "type__slug", "type__name")
+    }
+    tests = {pk: Ref(pk, slug, name) for pk, slug, name in Test.objects.active().values_list("pk", "slug", "name")}
     servers: dict[int, Ref] = {}
-    checks: list[CheckState] = []
-    for (
-        pk, status, since, last_run, failures, muted,
-        site_id, site_slug, site_name, type_id, type_slug, type_name,
-        test_id, test_slug, test_name, server_id, server_slug, server_name,
-        result_id, duration, failed_line, reason,
-    ) in rows:  # fmt: skip
-        site = sites.get(site_id)
-        if site is None:
-            kind = Ref(type_id, type_slug, type_name) if type_id else None
-            site = sites[site_id] = SiteRef(site_id, site_slug, site_name, kind)
-        test = tests.get(test_id)
-        if test is None:
-            test = tests[test_id] = Ref(test_id, test_slug, test_name)
-        server = None
-        if server_id:
-            server = servers.get(server_id)
-            if server is None:
-                server = servers[server_id] = Ref(server_id, server_slug, server_name)
-        checks.append(
-            CheckState(
-                pk, site, test, server, status, since, last_run, failures, muted,
-                result_id, duration, failed_line, reason or "",
-            )
-        )
     site_servers: dict[int, list[Ref]] = defaultdict(list)
     through = Site.servers.through.objects.values_list("site_id", "server_id", "server__slug", "server__name")
     for site_id, server_id, slug, name in through.order_by("server__name"):
-        site_servers[site_id].append(servers.get(server_id) or Ref(server_id, slug, name))
+        server = servers.get(server_id)
+        if server is None:
+            server = servers[server_id] = Ref(server_id, slug, name)
+        site_servers[site_id].append(server)
+    # Inactive tests and dead sites are dropped below (they are not in tests/sites),
+    # which spares this query two joins.
+    rows = Check.objects.order_by().annotate(**_RAW_MOMENTS).values_list(*_CHECK_FIELDS)
+    zone = connection.timezone if settings.USE_TZ else None
+    checks = []
+    for (
+        pk, site_id, test_id, server_id, server_slug, server_name, status, since, last_run, muted, failures,
+        result_id, duration, failed_line, reason,
+    ) in rows:  # fmt: skip
+        if site_id not in sites or test_id not in tests:
+            continue
+        server = None
+        if server_id:
+            server = servers.get(server_id) or servers.setdefault(server_id, Ref(server_id, server_slug, server_name))
+        checks.append(
+            CheckState(
+                pk, sites[site_id], tests[test_id], server, status, _moment(since, zone) or timezone.now(),
+                _moment(last_run, zone), failures, _moment(muted, zone), result_id, duration, failed_line,
+                reason or "",
+            )
+        )
     return Fleet(checks, dict(site_servers))
 
 
@@ -314,7 +342,8 @@ def shortest_interval(schedules: Iterable[str], now: datetime) -> timedelta | No
 def runner_staleness(now: datetime | None = None) -> Staleness | None:
     """Staleness when checks exist but none ran within twice the shortest schedule."""
     now = now or timezone.now()
-    schedules = list(Test.objects.active().filter(checks__isnull=False).values_list("schedule", flat=True).distinct())
+    tests = Test.objects.active().filter(checks__isnull=False).order_by()
+    schedules = list(tests.values_list("schedule", flat=True).distinct())
     interval = shortest_interval(schedules, now)
     if interval is None:
         return None
@@ -405,9 +434,13 @@ def recent_points(checks: Sequence[Check], limit: int = 30) -> dict[int, list[Po
     return found
 
 
-def series_for_test(test: Test, since: datetime, limit: int = CHART_LIMIT * 5) -> dict[int, list[Point]]:
-    """Per site id, the test's results since ``since`` (newest ``limit`` in all),
-    oldest first, read through index kong_result_test."""
+def series_for_test(test: Test, since: datetime, limit: int = COMPARISON_LIMIT) -> dict[int, list[Point]]:
+    """Per site id, the test's newest ``limit`` results since ``since``, oldest
+    first, read through index kong_result_test.
+
+    Sites run on the same schedule, so the newest results cover every site
+    over the same recent span, however long the range.
+    """
     rows = (
         TestResult.objects.filter(test=test, run_date__gte=since)
         .order_by("-run_date")
@@ -417,6 +450,20 @@ def series_for_test(test: Test, since: datetime, limit: int = CHART_LIMIT * 5) -
     for site_id, pk, run_date, duration, succeeded, status in reversed(rows):
         series[site_id].append(Point(pk, run_date, duration, succeeded, status))
     return dict(series)
+
+
+def recent_failures() -> QuerySet[TestResult]:
+    """Failed results, newest first, read through index kong_result_failed.
+
+    ``succeeded__in=[False]`` rather than ``succeeded=False``: Django writes
+    the latter as ``NOT succeeded``, which SQLite cannot match to the index,
+    so counting failures would read the whole table.
+    """
+    return (
+        TestResult.objects.filter(succeeded__in=[False])
+        .select_related("test", "site", "server")
+        .defer("content", "script")
+    )
 
 
 def neighbours(result: TestResult) -> tuple[TestResult | None, TestResult | None]:

@@ -103,8 +103,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 @kong_page
 def failed(request: HttpRequest) -> HttpResponse:
     """Recent failures, newest first (index kong_result_failed)."""
-    results = TestResult.objects.failures().select_related("test", "site", "server").defer("content", "script")
-    page = Paginator(results, FAILED_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(dashboard.recent_failures(), FAILED_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, templates("failed"), {"page": page})
 
 

@@ -59,16 +59,7 @@ def short_age(when: datetime | None, now: datetime) -> str:
     """``now``, ``45s``, ``4m``, ``3h``, ``2d``; '' for never."""
     if when is None:
         return ""
-    seconds = max(0, int((now - when).total_seconds()))
-    if seconds < 10:
-        return "now"
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+    return _seconds_text((now - when).total_seconds())
 
 
 @register.filter
@@ -76,15 +67,20 @@ def age(when: datetime | None) -> str:
     return short_age(when, timezone.now())
 
 
+_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"))
+
+
 @register.filter
 def ago(when: datetime | None) -> str:
-    """``just now``, ``5 minutes ago``, ``2 days, 3 hours ago``; '' for never."""
+    """``just now``, ``5 minutes ago``, ``2 days ago``; '' for never."""
     if when is None:
         return ""
-    now = timezone.now()
-    if (now - when).total_seconds() < 60:
-        return "just now"
-    return f"{timesince(when, now)} ago"
+    seconds = (timezone.now() - when).total_seconds()
+    for size, unit in _UNITS:
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"
 
 
 @register.filter
@@ -158,41 +154,52 @@ def worst(statuses: Sequence[str]) -> str:
     return min(statuses, key=lambda status: SEVERITY.index(status) if status in SEVERITY else 0)
 
 
-def _check_title(check: dashboard.CheckState, now: datetime) -> str:
-    if check.last_run_at is None:
-        return "pending: not run yet"
-    since = timezone.localtime(check.status_since).strftime("%Y-%m-%d %H:%M")
-    text = f"{check.status} since {since}"
-    if check.is_failing and check.consecutive_failures > 1:
-        text += f" ({check.consecutive_failures} in a row)"
-    text += f"; last run {timesince(check.last_run_at, now)} ago"
-    if check.duration is not None:
-        text += f", {charts.format_ms(check.duration)}"
-    if check.is_failing and check.reason:
-        line = f"line {check.failed_line}: " if check.failed_line else ""
-        text += f"; {line}{check.reason[:200]}"
-    if check.is_muted:
-        text += "; muted"
-    return text
+_EMPTY_CELL = '<td class="k-cell k-none"><span class="k-visually-hidden">not checked</span></td>'
+_STATUS_HTML = {
+    status: f'<span class="k-icon" aria-hidden="true">{icon}</span> <span class="k-word">{status}</span>'
+    for status, icon in ICONS.items()
+}
 
 
-def _cell(checks: list[dashboard.CheckState], links: _Links, now: datetime) -> str:
+def _seconds_text(seconds: float) -> str:
+    """``short_age`` for a number of seconds."""
+    if seconds < 10:
+        return "now"
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def _cell(checks: list[dashboard.CheckState], href: str, now: float) -> str:
+    """One matrix cell. Kept lean: the index renders thousands of them, so only
+    text that can hold markup (server names, reasons) goes through escape()."""
     if not checks:
-        return '<td class="k-cell k-none"><span class="k-visually-hidden">not checked</span></td>'
-    status = escape(worst([check.status for check in checks]))
-    href = escape(links.for_history(checks[0].site.slug, checks[0].test.slug))
-    parts = [f'<td class="k-cell k-{status}">']
+        return _EMPTY_CELL
+    status = checks[0].status if len(checks) == 1 else worst([check.status for check in checks])
+    parts = [f'<td class="k-cell k-{status if status in ICONS else escape(status)}">']
     for check in checks:
         server = f'<span class="k-server">{escape(check.server.name)}</span> ' if check.server else ""
-        stamp = ""
-        if check.last_run_at is not None:
-            stamp = f' <time datetime="{check.last_run_at.isoformat()}">{short_age(check.last_run_at, now)}</time>'
-        muted = ' <span class="k-muted" title="muted">(muted)</span>' if check.is_muted else ""
-        parts.append(
-            f'<a href="{href}" title="{escape(_check_title(check, now))}">{server}'
-            f'<span class="k-icon" aria-hidden="true">{icon(check.status)}</span> '
-            f'<span class="k-word">{escape(check.status)}</span>{stamp}{muted}</a>'
-        )
+        label = _STATUS_HTML.get(check.status) or escape(check.status)
+        if check.last_run_at is None:
+            parts.append(f'<a href="{href}" title="not run yet">{server}{label}</a>')
+            continue
+        age = _seconds_text(now - check.last_run_at.timestamp())
+        word = check.status if check.status in ICONS else escape(check.status)
+        title = f"{word}, last run {age} ago"
+        if check.duration is not None:
+            title += f", {charts.format_ms(check.duration)}"
+        if check.is_failing:
+            if check.consecutive_failures > 1:
+                title += f"; {check.consecutive_failures} failures in a row"
+            title += f": {escape(check.reason[:200])}"
+        muted = ""
+        if check.muted_until is not None and check.muted_until.timestamp() > now:
+            muted, title = ' <span class="k-muted">(muted)</span>', f"{title} (muted)"
+        parts.append(f'<a href="{href}" title="{title}">{server}{label} <span class="k-age">{age}</span>{muted}</a>')
     parts.append("</td>")
     return "".join(parts)
 
@@ -204,7 +211,7 @@ def matrix_row(context: template.Context, row: dashboard.Row) -> SafeString:
     Written in Python rather than as a template because the index renders
     thousands of cells and must stay fast.
     """
-    links, now = _links(context), timezone.now()
+    links, now = _links(context), timezone.now().timestamp()
     site = row.site
     kind = f' <span class="k-type">{escape(site.type.name)}</span>' if site.type else ""
     flag = f' <span class="k-row-failing">{row.failing} failing</span>' if row.failing else ""
@@ -212,7 +219,44 @@ def matrix_row(context: template.Context, row: dashboard.Row) -> SafeString:
         f'<tr class="{"k-row-failing-row" if row.failing else "k-row-ok"}"><th scope="row">'
         f'<a href="{escape(links.for_site(site.slug))}">{escape(site.name)}</a>{kind}{flag}</th>'
     )
-    return mark_safe(head + "".join(_cell(cell, links, now) for cell in row.cells) + "</tr>")  # all escaped above
+    site_history = escape(links.history.replace(links.SITE, site.slug))
+    cells = [
+        _cell(checks, site_history.replace(links.TEST, escape(checks[0].test.slug)) if checks else "", now)
+        for checks in row.cells
+    ]
+    return mark_safe(head + "".join(cells) + "</tr>")  # every value was escaped above
+
+
+@register.simple_tag(takes_context=True)
+def failing_rows(context: template.Context, checks: Sequence[dashboard.CheckState]) -> SafeString:
+    """The "Failing now" table's rows: site, test, status, since, reason, link to the failing line.
+
+    Python for the same reason as ``matrix_row``: a bad deploy can fail hundreds of checks at once.
+    """
+    links = _links(context)
+    rows = []
+    for check in checks:
+        server = f' <span class="k-server">via {escape(check.server.name)}</span>' if check.server else ""
+        streak = (
+            f' <span class="k-streak">{check.consecutive_failures} in a row</span>'
+            if check.consecutive_failures > 1
+            else ""
+        )
+        reason = check.reason if len(check.reason) <= 160 else f"{check.reason[:159]}…"
+        result = (
+            f'<a href="{escape(links.for_result(check.result_id))}#failed-line">Show the failing line</a>'
+            if check.result_id
+            else ""
+        )
+        rows.append(
+            f'<tr><td><a href="{escape(links.for_site(check.site.slug))}">{escape(check.site.name)}</a></td>'
+            f'<td><a href="{escape(links.for_history(check.site.slug, check.test.slug))}">'
+            f"{escape(check.test.name)}</a>{server}</td>"
+            f"<td>{status_badge(check.status)}{streak}</td>"
+            f'<td><time datetime="{check.status_since.isoformat()}">{escape(ago(check.status_since))}</time></td>'
+            f'<td class="k-reason">{escape(reason)}</td><td>{result}</td></tr>'
+        )
+    return mark_safe("".join(rows))  # every value was escaped above
 
 
 @register.simple_tag(takes_context=True)
@@ -234,11 +278,8 @@ def samples(points: Sequence[dashboard.Point], links: _Links | None = None) -> l
             when=point.run_date,
             value=point.duration,
             failed=not point.succeeded,
-            label=(
-                f"{timezone.localtime(point.run_date):%Y-%m-%d %H:%M:%S}: "
-                f"{point.status}, {charts.format_ms(point.duration)}"
-            ),
             href=links.for_result(point.id) if links else "",
+            status=point.status,
         )
         for point in points
     ]
