@@ -205,33 +205,36 @@ def _cell(checks: list[dashboard.CheckState], href: str, now: float) -> str:
 
 
 @register.simple_tag(takes_context=True)
-def matrix_row(context: template.Context, row: dashboard.Row) -> SafeString:
-    """One ``<tr>`` of the fleet matrix: the site's header cell, then a cell per test.
+def matrix_rows(context: template.Context, rows: Sequence[dashboard.Row]) -> SafeString:
+    """The fleet matrix's ``<tr>``s: each site's header cell, then a cell per test.
 
     Written in Python rather than as a template because the index renders
     thousands of cells and must stay fast.
     """
     links, now = _links(context), timezone.now().timestamp()
-    site = row.site
-    kind = f' <span class="k-type">{escape(site.type.name)}</span>' if site.type else ""
-    flag = f' <span class="k-row-failing">{row.failing} failing</span>' if row.failing else ""
-    head = (
-        f'<tr class="{"k-row-failing-row" if row.failing else "k-row-ok"}"><th scope="row">'
-        f'<a href="{escape(links.for_site(site.slug))}">{escape(site.name)}</a>{kind}{flag}</th>'
-    )
-    site_history = escape(links.history.replace(links.SITE, site.slug))
-    cells = [
-        _cell(checks, site_history.replace(links.TEST, escape(checks[0].test.slug)) if checks else "", now)
-        for checks in row.cells
-    ]
-    return mark_safe(head + "".join(cells) + "</tr>")  # every value was escaped above
+    html = []
+    for row in rows:
+        site = row.site
+        kind = f' <span class="k-type">{escape(site.type.name)}</span>' if site.type else ""
+        flag = f' <span class="k-row-failing">{row.failing} failing</span>' if row.failing else ""
+        html.append(
+            f'<tr class="{"k-row-failing-row" if row.failing else "k-row-ok"}"><th scope="row">'
+            f'<a href="{escape(links.for_site(site.slug))}">{escape(site.name)}</a>{kind}{flag}</th>'
+        )
+        site_history = escape(links.history.replace(links.SITE, site.slug))
+        html += [
+            _cell(checks, site_history.replace(links.TEST, escape(checks[0].test.slug)) if checks else "", now)
+            for checks in row.cells
+        ]
+        html.append("</tr>")
+    return mark_safe("".join(html))  # every value was escaped above
 
 
 @register.simple_tag(takes_context=True)
 def failing_rows(context: template.Context, checks: Sequence[dashboard.CheckState]) -> SafeString:
     """The "Failing now" table's rows: site, test, status, since, reason, link to the failing line.
 
-    Python for the same reason as ``matrix_row``: a bad deploy can fail hundreds of checks at once.
+    Python for the same reason as ``matrix_rows``: a bad deploy can fail hundreds of checks at once.
     """
     links = _links(context)
     rows = []
