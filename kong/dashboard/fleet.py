@@ -1,15 +1,12 @@
-"""Query helpers for the dashboard: the fleet matrix, rollups and histories.
+"""The fleet's live state, from ``Check`` rows: the matrix, rollups, lights
+and the runner's heartbeat.
 
-Everything the live pages show comes from ``Check`` rows, one per (test,
-site[, server]) pair, so the index costs a fixed number of queries however
-long the history grows. History pages read ``TestResult`` through its
-indexes: ``(site, test, -run_date)``, ``(test, -run_date)`` and
-``(succeeded, -run_date)``.
+One row per (test, site[, server]) pair, so the index costs a fixed number
+of queries however long the history grows.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,26 +14,13 @@ from datetime import datetime, timedelta, tzinfo
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import CharField, ExpressionWrapper, F, Max, Q, QuerySet
+from django.db.models import CharField, ExpressionWrapper, F, Max
 from django.utils import timezone
 
 from kong import schedule
-from kong.models import Check, CheckStatus, Site, Test, TestResult
+from kong.models import Check, CheckStatus, Site, Test
 
 FAILING = frozenset({CheckStatus.FAILED, CheckStatus.ERROR, CheckStatus.TIMEOUT, CheckStatus.CRASHED})
-
-# History ranges a page can show, by query-string value.
-RANGES: dict[str, timedelta] = {
-    "24h": timedelta(days=1),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-    "90d": timedelta(days=90),
-}
-DEFAULT_RANGE = "7d"
-# A chart and its statistics cover at most this many of the newest results in range.
-CHART_LIMIT = 2000
-# The comparison chart on a test's page reads at most this many of its newest results.
-COMPARISON_LIMIT = 3000
 
 
 # -- the fleet, from Check rows --------------------------------------------
@@ -351,211 +335,3 @@ def runner_staleness(now: datetime | None = None) -> Staleness | None:
     if last_run is not None and now - last_run <= 2 * interval:
         return None
     return Staleness(last_run_at=last_run, interval=interval)
-
-
-# -- histories -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One result on a chart."""
-
-    id: int
-    run_date: datetime
-    duration: float
-    succeeded: bool
-    status: str
-
-
-@dataclass(frozen=True)
-class Stats:
-    runs: int
-    passed: int
-    p50: float | None
-    p95: float | None
-
-    @property
-    def pass_rate(self) -> float | None:
-        return 100.0 * self.passed / self.runs if self.runs else None
-
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (need not be sorted); None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
-
-
-def stats(points: Sequence[Point]) -> Stats:
-    durations = [point.duration for point in points]
-    return Stats(
-        runs=len(points),
-        passed=sum(point.succeeded for point in points),
-        p50=percentile(durations, 0.50),
-        p95=percentile(durations, 0.95),
-    )
-
-
-def range_start(name: str, now: datetime | None = None) -> tuple[str, datetime]:
-    """The validated range name and when it starts."""
-    name = name if name in RANGES else DEFAULT_RANGE
-    return name, (now or timezone.now()) - RANGES[name]
-
-
-def history(site: Site, test: Test, since: datetime) -> QuerySet[TestResult]:
-    """One pair's results since ``since``, newest first (index kong_result_history)."""
-    return (
-        TestResult.objects.filter(site=site, test=test, run_date__gte=since)
-        .select_related("server")
-        .defer("content", "script")
-    )
-
-
-def points(results: QuerySet[TestResult], limit: int = CHART_LIMIT) -> list[Point]:
-    """The newest ``limit`` of ``results`` as chart points, oldest first."""
-    rows = results.values_list("pk", "run_date", "duration", "succeeded", "status")[:limit]
-    return [Point(*row) for row in reversed(rows)]
-
-
-def recent_points(checks: Sequence[Check], limit: int = 30) -> dict[int, list[Point]]:
-    """The latest ``limit`` results of each check, oldest first, by check id.
-
-    One LIMITed index seek per check on one site: the cost follows the
-    number of tests on the site, never the length of the history.
-    """
-    found: dict[int, list[Point]] = {}
-    for check in checks:
-        results = TestResult.objects.filter(site_id=check.site_id, test_id=check.test_id)
-        if check.server_id:
-            results = results.filter(server_id=check.server_id)
-        found[check.pk] = points(results, limit)
-    return found
-
-
-def series_for_test(test: Test, since: datetime, limit: int = COMPARISON_LIMIT) -> dict[int, list[Point]]:
-    """Per site id, the test's newest ``limit`` results since ``since``, oldest
-    first, read through index kong_result_test.
-
-    Sites run on the same schedule, so the newest results cover every site
-    over the same recent span, however long the range.
-    """
-    rows = (
-        TestResult.objects.filter(test=test, run_date__gte=since)
-        .order_by("-run_date")
-        .values_list("site_id", "pk", "run_date", "duration", "succeeded", "status")[:limit]
-    )
-    series: dict[int, list[Point]] = defaultdict(list)
-    for site_id, pk, run_date, duration, succeeded, status in reversed(rows):
-        series[site_id].append(Point(pk, run_date, duration, succeeded, status))
-    return dict(series)
-
-
-def recent_failures() -> QuerySet[TestResult]:
-    """Failed results, newest first, read through index kong_result_failed.
-
-    ``succeeded__in=[False]`` rather than ``succeeded=False``: Django writes
-    the latter as ``NOT succeeded``, which SQLite cannot match to the index,
-    so counting failures would read the whole table.
-    """
-    return (
-        TestResult.objects.filter(succeeded__in=[False])
-        .select_related("test", "site", "server")
-        .defer("content", "script")
-    )
-
-
-def neighbours(result: TestResult) -> tuple[TestResult | None, TestResult | None]:
-    """The previous (older) and next (newer) result of the same check."""
-    same = TestResult.objects.filter(site_id=result.site_id, test_id=result.test_id).only("pk", "run_date")
-    # The plain range bound lets the index seek; the Q breaks ties in run_date.
-    when, pk = result.run_date, result.pk
-    older = same.filter(Q(run_date__lt=when) | Q(pk__lt=pk), run_date__lte=when)
-    newer = same.filter(Q(run_date__gt=when) | Q(pk__gt=pk), run_date__gte=when)
-    previous = older.order_by("-run_date", "-pk").first()
-    following = newer.order_by("run_date", "pk").first()
-    return previous, following
-
-
-# -- machine-readable feeds ------------------------------------------------
-
-
-def _label(value: str | None) -> str:
-    """A Prometheus label value: backslash, quote and newline escaped."""
-    return (value or "").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def counts(fleet: Fleet) -> dict[str, int]:
-    """How many checks are in each status."""
-    found = dict.fromkeys(CheckStatus.values, 0)
-    for check in fleet.checks:
-        found[check.status] = found.get(check.status, 0) + 1
-    return found
-
-
-def prometheus(fleet: Fleet) -> str:
-    """The fleet in Prometheus text format (version 0.0.4).
-
-    Per check: ``kong_check_up`` (1 passed, 0 failing; pending checks are
-    left out), ``kong_check_duration_seconds`` of the latest result,
-    ``kong_check_consecutive_failures`` and ``kong_check_last_run_timestamp_seconds``.
-    Totals: ``kong_checks{status="..."}``.
-    """
-    up, duration, failures, last_run = [], [], [], []
-    for check in fleet.checks:
-        server = check.server.slug if check.server else ""
-        labels = f'{{site="{_label(check.site.slug)}",test="{_label(check.test.slug)}",server="{_label(server)}"}}'
-        failures.append(f"kong_check_consecutive_failures{labels} {check.consecutive_failures}")
-        if check.status == CheckStatus.PENDING or check.last_run_at is None:
-            continue
-        up.append(f"kong_check_up{labels} {0 if check.is_failing else 1}")
-        last_run.append(f"kong_check_last_run_timestamp_seconds{labels} {check.last_run_at.timestamp():.3f}")
-        if check.duration is not None:
-            duration.append(f"kong_check_duration_seconds{labels} {check.duration / 1000:.6f}")
-    totals = [f'kong_checks{{status="{status}"}} {n}' for status, n in counts(fleet).items()]
-    lines = []
-    for name, help_text, samples in (
-        ("kong_check_up", "1 if the check's latest result passed, 0 if it failed.", up),
-        ("kong_check_duration_seconds", "Duration of the check's latest run.", duration),
-        ("kong_check_consecutive_failures", "Failing runs in a row.", failures),
-        ("kong_check_last_run_timestamp_seconds", "When the check last ran (Unix time).", last_run),
-        ("kong_checks", "Checks by current status.", totals),
-    ):
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples]
-    return "\n".join(lines) + "\n"
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
-
-
-def status_json(fleet: Fleet, staleness: Staleness | None = None) -> dict[str, object]:
-    """Counts and every check's state, for ``api/status.json``."""
-    failing = sum(1 for check in fleet.checks if check.is_failing)
-    last_runs = [check.last_run_at for check in fleet.checks if check.last_run_at]
-    return {
-        "generated_at": timezone.now().isoformat(),
-        "total": len(fleet.checks),
-        "failing": failing,
-        "ok": failing == 0,
-        "counts": counts(fleet),
-        "stale": staleness is not None,
-        "last_run_at": _iso(max(last_runs, default=None)),
-        "checks": [
-            {
-                "site": check.site.slug,
-                "test": check.test.slug,
-                "server": check.server.slug if check.server else None,
-                "status": check.status,
-                "since": _iso(check.status_since),
-                "last_run_at": _iso(check.last_run_at),
-                "duration_ms": None if check.duration is None else round(check.duration, 1),
-                "consecutive_failures": check.consecutive_failures,
-                "failed_line": check.failed_line,
-                "result_id": check.result_id,
-                "muted": check.is_muted,
-            }
-            for check in fleet.checks
-        ],
-    }

@@ -1,0 +1,152 @@
+"""One check's (or one test's) history, read from ``TestResult`` through its
+indexes: ``(site, test, -run_date)``, ``(test, -run_date)`` and
+``(succeeded, -run_date)``. Never a scan of the table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from kong.models import Check, Site, Test, TestResult
+
+# History ranges a page can show, by query-string value.
+RANGES: dict[str, timedelta] = {
+    "24h": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+}
+DEFAULT_RANGE = "7d"
+# A chart and its statistics cover at most this many of the newest results in range.
+CHART_LIMIT = 2000
+# The comparison chart on a test's page reads at most this many of its newest results.
+COMPARISON_LIMIT = 3000
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One result on a chart."""
+
+    id: int
+    run_date: datetime
+    duration: float
+    succeeded: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    runs: int
+    passed: int
+    p50: float | None
+    p95: float | None
+
+    @property
+    def pass_rate(self) -> float | None:
+        return 100.0 * self.passed / self.runs if self.runs else None
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (need not be sorted); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def stats(points: Sequence[Point]) -> Stats:
+    durations = [point.duration for point in points]
+    return Stats(
+        runs=len(points),
+        passed=sum(point.succeeded for point in points),
+        p50=percentile(durations, 0.50),
+        p95=percentile(durations, 0.95),
+    )
+
+
+def range_start(name: str, now: datetime | None = None) -> tuple[str, datetime]:
+    """The validated range name and when it starts."""
+    name = name if name in RANGES else DEFAULT_RANGE
+    return name, (now or timezone.now()) - RANGES[name]
+
+
+def history(site: Site, test: Test, since: datetime) -> QuerySet[TestResult]:
+    """One pair's results since ``since``, newest first (index kong_result_history)."""
+    return (
+        TestResult.objects.filter(site=site, test=test, run_date__gte=since)
+        .select_related("server")
+        .defer("content", "script")
+    )
+
+
+def points(results: QuerySet[TestResult], limit: int = CHART_LIMIT) -> list[Point]:
+    """The newest ``limit`` of ``results`` as chart points, oldest first."""
+    rows = results.values_list("pk", "run_date", "duration", "succeeded", "status")[:limit]
+    return [Point(*row) for row in reversed(rows)]
+
+
+def recent_points(checks: Sequence[Check], limit: int = 30) -> dict[int, list[Point]]:
+    """The latest ``limit`` results of each check, oldest first, by check id.
+
+    One LIMITed index seek per check on one site: the cost follows the
+    number of tests on the site, never the length of the history.
+    """
+    found: dict[int, list[Point]] = {}
+    for check in checks:
+        results = TestResult.objects.filter(site_id=check.site_id, test_id=check.test_id)
+        if check.server_id:
+            results = results.filter(server_id=check.server_id)
+        found[check.pk] = points(results, limit)
+    return found
+
+
+def series_for_test(test: Test, since: datetime, limit: int = COMPARISON_LIMIT) -> dict[int, list[Point]]:
+    """Per site id, the test's newest ``limit`` results since ``since``, oldest
+    first, read through index kong_result_test.
+
+    Sites run on the same schedule, so the newest results cover every site
+    over the same recent span, however long the range.
+    """
+    rows = (
+        TestResult.objects.filter(test=test, run_date__gte=since)
+        .order_by("-run_date")
+        .values_list("site_id", "pk", "run_date", "duration", "succeeded", "status")[:limit]
+    )
+    series: dict[int, list[Point]] = defaultdict(list)
+    for site_id, pk, run_date, duration, succeeded, status in reversed(rows):
+        series[site_id].append(Point(pk, run_date, duration, succeeded, status))
+    return dict(series)
+
+
+def recent_failures() -> QuerySet[TestResult]:
+    """Failed results, newest first, read through index kong_result_failed.
+
+    ``succeeded__in=[False]`` rather than ``succeeded=False``: Django writes
+    the latter as ``NOT succeeded``, which SQLite cannot match to the index,
+    so counting failures would read the whole table.
+    """
+    return (
+        TestResult.objects.filter(succeeded__in=[False])
+        .select_related("test", "site", "server")
+        .defer("content", "script")
+    )
+
+
+def neighbours(result: TestResult) -> tuple[TestResult | None, TestResult | None]:
+    """The previous (older) and next (newer) result of the same check."""
+    same = TestResult.objects.filter(site_id=result.site_id, test_id=result.test_id).only("pk", "run_date")
+    # The plain range bound lets the index seek; the Q breaks ties in run_date.
+    when, pk = result.run_date, result.pk
+    older = same.filter(Q(run_date__lt=when) | Q(pk__lt=pk), run_date__lte=when)
+    newer = same.filter(Q(run_date__gt=when) | Q(pk__gt=pk), run_date__gte=when)
+    previous = older.order_by("-run_date", "-pk").first()
+    following = newer.order_by("run_date", "pk").first()
+    return previous, following
