@@ -297,6 +297,25 @@ def test_index_matrix_puts_failing_pairs_first_with_rollups(client):
     assert "✗</span> <span class=\"k-word\">failed</span>" in html  # an icon and a word, not colour alone
 
 
+def test_a_per_server_test_shows_each_server_in_its_cell(client):
+    web1, web2 = make_server("web1", name="Web 1"), make_server("web2", name="Web 2")
+    site = make_site("ljworld", name="LJWorld", servers=[web1, web2])
+    test = make_test("home", name="Home", sites=[site], per_server=True)
+    services.sync_checks()
+    checks = {check.server.slug: check for check in Check.objects.select_related("test", "site", "server")}
+    services.record(checks["web1"], Outcome("passed", 100.0))
+    services.record(checks["web2"], Outcome("failed", 100.0, "down", 2))
+    login(client)
+    html = client.get(reverse("kong:index")).content.decode()
+    cell = re.search(r'<td class="k-cell k-failed">(.*?)</td>', html, re.S)
+    assert cell, "the cell takes the worst status of its servers"
+    assert '<span class="k-server">Web 1</span>' in cell.group(1)
+    assert '<span class="k-server">Web 2</span>' in cell.group(1)
+    assert cell.group(1).count("<a ") == 2
+    assert re.search(r"Web 2</a>\s*✗ 1 of 1 failing", html)
+    assert test.slug in cell.group(1)
+
+
 def test_index_filters_by_type_server_and_site(client):
     news, blogs = make_type("news"), make_type("blogs")
     web1 = make_server("web1")

@@ -13,6 +13,7 @@
   var seconds = parseInt(root.getAttribute("data-kong-refresh"), 10);
   if (!(seconds > 0)) return;
   var timer = null;
+  var busy = false;
 
   function schedule() {
     window.clearTimeout(timer);
@@ -31,7 +32,9 @@
   }
 
   function refresh() {
+    if (busy) return;
     if (document.hidden) return schedule();
+    busy = true;
     var url = new URL(window.location.href);
     url.searchParams.set("partial", "1");
     fetch(url.toString(), { credentials: "same-origin", cache: "no-store", headers: { "X-Requested-With": "kong" } })
@@ -42,7 +45,7 @@
       })
       .then(function (html) { if (html) swap(html); })
       .catch(function () { /* offline for a moment: try again next time */ })
-      .then(schedule);
+      .then(function () { busy = false; schedule(); });
   }
 
   document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
