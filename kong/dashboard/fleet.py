@@ -223,7 +223,7 @@ def build_matrix(fleet: Fleet, filters: Filters | None = None) -> Matrix:
     whole fleet so that they can be used to filter it.
     """
     filters = filters or Filters()
-    checks = [check for check in fleet.checks if filters.matches(fleet, check)]
+    checks = [check for check in fleet.checks if filters.matches(fleet, check)] if filters.active else fleet.checks
     failing = [check for check in checks if check.is_failing]
     broken_tests = {check.test.id for check in failing}
     tests = {check.test.id: check.test for check in checks}

@@ -247,16 +247,16 @@ def failing_rows(context: template.Context, checks: Sequence[dashboard.CheckStat
         )
         reason = check.reason if len(check.reason) <= 160 else f"{check.reason[:159]}…"
         result = (
-            f'<a href="{escape(links.for_result(check.result_id))}#failed-line">Show the failing line</a>'
+            f'<a href="{links.for_result(check.result_id)}#failed-line">Show the failing line</a>'
             if check.result_id
             else ""
         )
+        site, test = escape(check.site.slug), escape(check.test.slug)
         rows.append(
-            f'<tr><td><a href="{escape(links.for_site(check.site.slug))}">{escape(check.site.name)}</a></td>'
-            f'<td><a href="{escape(links.for_history(check.site.slug, check.test.slug))}">'
-            f"{escape(check.test.name)}</a>{server}</td>"
+            f'<tr><td><a href="{links.for_site(site)}">{escape(check.site.name)}</a></td>'
+            f'<td><a href="{links.for_history(site, test)}">{escape(check.test.name)}</a>{server}</td>'
             f"<td>{status_badge(check.status)}{streak}</td>"
-            f'<td><time datetime="{check.status_since.isoformat()}">{escape(ago(check.status_since))}</time></td>'
+            f'<td><time datetime="{check.status_since.isoformat()}">{ago(check.status_since)}</time></td>'
             f'<td class="k-reason">{escape(reason)}</td><td>{result}</td></tr>'
         )
     return mark_safe("".join(rows))  # every value was escaped above
