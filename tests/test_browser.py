@@ -16,6 +16,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from kong.models import Check, TestResult
 from tests.factories import make_server, make_site, make_test, make_type
@@ -33,9 +34,7 @@ PAYLOAD = '<script>window.kongPwned=1;alert(1)</script><img src="x" onerror="win
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
+def browser() -> Iterator[Browser]:
     # Playwright's sync API keeps an event loop in this thread, which makes
     # Django refuse ORM calls from the test body unless told it is fine.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
@@ -55,12 +54,17 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser, live_server):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=live_server.url)
+def dialogs() -> list[str]:
+    """Messages of every alert/confirm a page opened (there should be none)."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: object, dialogs: list[str]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=str(live_server))
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
-    page.dialogs = []
-    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     yield page
     context.close()
 
@@ -82,7 +86,7 @@ def operator(*, can_run: bool = True) -> User:
     return user
 
 
-def log_in(page, next_url: str = "/kong/") -> None:  # type: ignore[no-untyped-def]
+def log_in(page: Page, next_url: str = "/kong/") -> None:
     page.goto(f"/admin/login/?next={next_url}")
     page.fill("#id_username", "ops")
     page.fill("#id_password", "kong-pass")
@@ -209,7 +213,7 @@ def test_in_place_refresh_picks_up_a_result_from_another_process(page, sites, se
     assert "1 of 1 checks failing" in page.locator(".k-summary").inner_text()
 
 
-def test_hostile_page_content_never_executes(page, sites):
+def test_hostile_page_content_never_executes(page, sites, dialogs):
     healthy, _ = sites
     healthy.route("/", body=f"<html><head><title>Home</title></head><body>{PAYLOAD}</body></html>")
     site = make_site("hostile", name=f"Hostile {PAYLOAD}", servername=healthy.host)
@@ -234,7 +238,7 @@ def test_hostile_page_content_never_executes(page, sites):
         page.wait_for_load_state("load")
         assert page.evaluate("window.kongPwned") is None, url
         assert page.locator("img[src=x]").count() == 0, url
-    assert page.dialogs == []
+    assert dialogs == []
     # The payload is shown as text, exactly as the site served it.
     page.goto(reverse("kong:result_detail", args=[result.pk]))
     assert PAYLOAD in page.locator("pre.k-log").inner_text()
