@@ -7,8 +7,14 @@ check`` (and at deploy) instead of as a crash in the 3 a.m. cron run:
 - ``kong.E002``: ``KONG_WEBHOOKS`` is not a list of http(s) URLs;
 - ``kong.E003``: a ``KONG_NOTIFIERS`` entry cannot be imported or is not a Notifier;
 - ``kong.E004``: ``KONG_SECRET_VARIABLES`` is not a regular expression;
+- ``kong.E010``: a stored test schedule is unusable (``check --database``:
+  ``Test.save`` refuses one, but a raw ``update()`` or ``loaddata`` can store it);
+- ``kong.E011``: ``KONG_TIME_ZONE`` (or ``TIME_ZONE``) is not a known time zone;
+- ``kong.E012``: ``KONG_RESULT_RETENTION_DAYS`` is not None or a whole number of days;
 - ``kong.W001``: mail is on but ``KONG_BASE_URL`` is empty, so mails cannot link to results;
-- ``kong.W002``: mail is on but ``MANAGERS``/``ADMINS`` (whichever is on) is empty.
+- ``kong.W002``: mail is on but ``MANAGERS``/``ADMINS`` (whichever is on) is empty;
+- ``kong.W010``: ``KONG_CLAIM_LEASE`` is shorter than a check may run, so an
+  overlapping ``check_sites --due`` could claim a check that is still running.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from kong import schedule
 from kong.conf import DEFAULTS, kong_settings
 
 # setting -> (smallest allowed value, whether it must be a whole number)
@@ -30,7 +37,6 @@ NUMBERS: dict[str, tuple[float, bool]] = {
     "KILL_GRACE": (0, False),
     "MAIL_ON_CONSECUTIVE_FAILURES": (1, True),
     "MAX_CHECKS_PER_WORKER": (0, True),
-    "RESULT_RETENTION_DAYS": (0, True),
     "WEBHOOK_TIMEOUT": (0.001, False),
     "CLAIM_LEASE": (1, False),
 }
@@ -39,7 +45,39 @@ NUMBERS: dict[str, tuple[float, bool]] = {
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Returns the problems with Kong's settings (empty when all is well)."""
-    return [*_numbers(), *_webhooks(), *_notifiers(), *_secret_pattern(), *_mail()]
+    return [
+        *_numbers(),
+        *_webhooks(),
+        *_notifiers(),
+        *_secret_pattern(),
+        *_time_zone(),
+        *_retention(),
+        *_lease(),
+        *_mail(),
+    ]
+
+
+@register(Tags.database)
+def check_stored_schedules(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E010 for each test whose stored schedule is unusable; runs only with
+    ``manage.py check --database`` (it reads the database)."""
+    if not databases:
+        return []
+    from kong.models import Test
+
+    errors: list[CheckMessage] = []
+    for slug, expression in Test.objects.values_list("slug", "schedule").order_by("slug"):
+        try:
+            schedule.validate_schedule(expression)
+        except schedule.ScheduleError as error:
+            errors.append(
+                Error(
+                    f"Test {slug!r} has an unusable schedule: {error}.",
+                    hint=f"Fix it in the admin; until then it runs on {schedule.DEFAULT_SCHEDULE!r}.",
+                    id="kong.E010",
+                )
+            )
+    return errors
 
 
 def _numbers() -> list[CheckMessage]:
@@ -110,6 +148,49 @@ def _secret_pattern() -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def _time_zone() -> list[CheckMessage]:
+    try:
+        schedule.schedule_timezone()
+    except schedule.ScheduleError as error:
+        return [
+            Error(
+                f"Kong cannot read test schedules: {error}.",
+                hint='Set KONG_TIME_ZONE (or TIME_ZONE) to an IANA name such as "Europe/Paris".',
+                id="kong.E011",
+            )
+        ]
+    return []
+
+
+def _retention() -> list[CheckMessage]:
+    days = kong_settings.RESULT_RETENTION_DAYS
+    if days is None or (isinstance(days, int) and not isinstance(days, bool) and days >= 0):
+        return []
+    return [
+        Error(
+            f"KONG_RESULT_RETENTION_DAYS must be a whole number of days (0 or None: keep all), not {days!r}.",
+            hint="For example KONG_RESULT_RETENTION_DAYS = 90.",
+            id="kong.E012",
+        )
+    ]
+
+
+def _lease() -> list[CheckMessage]:
+    lease, timeout, grace = kong_settings.CLAIM_LEASE, kong_settings.CHECK_TIMEOUT, kong_settings.KILL_GRACE
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (lease, timeout, grace))
+    if not numbers or lease >= timeout + grace:
+        return []  # E001 reports values that are not numbers
+    return [
+        Warning(
+            f"KONG_CLAIM_LEASE ({lease:g} s) is shorter than a check may run "
+            f"(KONG_CHECK_TIMEOUT + KONG_KILL_GRACE = {timeout + grace:g} s).",
+            hint="A claim can expire while its check still runs, and an overlapping "
+            "check_sites --due would run it again. Raise KONG_CLAIM_LEASE.",
+            id="kong.W010",
+        )
+    ]
 
 
 def _mail() -> list[CheckMessage]:

@@ -92,3 +92,38 @@ def test_w002_mail_with_nobody_to_mail():
 def test_errors_stop_manage_py_check():
     with pytest.raises(SystemCheckError, match=r"kong\.E001"):
         call_command("check")
+
+
+@pytest.mark.django_db
+def test_e010_a_stored_schedule_that_never_fires_needs_check_database():
+    from kong.models import Test
+    from tests.factories import make_test
+
+    make_test("nightly", schedule="0 3 * * *")
+    make_test("broken")
+    Test.objects.filter(slug="broken").update(schedule="0 0 31 2 *")  # update() skips the validator
+    errors = [message for message in run_checks(databases=["default"]) if message.id == "kong.E010"]
+    assert [error.msg for error in errors] == [
+        "Test 'broken' has an unusable schedule: '0 0 31 2 *' never fires (no such date in 50 years)."
+    ]
+    assert not [message for message in run_checks() if message.id == "kong.E010"]
+
+
+def test_e011_unknown_time_zone():
+    assert ids(KONG_TIME_ZONE="Mars/Olympus") == ["kong.E011"]
+    assert ids(KONG_TIME_ZONE="Europe/Paris") == []
+
+
+@pytest.mark.parametrize("value", ["ninety", -1, 1.5])
+def test_e012_retention_days(value):
+    assert ids(KONG_RESULT_RETENTION_DAYS=value) == ["kong.E012"]
+
+
+@pytest.mark.parametrize("value", [None, 0, 30])
+def test_e012_accepts_none_zero_and_days(value):
+    assert ids(KONG_RESULT_RETENTION_DAYS=value) == []
+
+
+def test_w010_a_claim_lease_shorter_than_a_check():
+    assert ids(KONG_CLAIM_LEASE=30) == ["kong.W010"]  # default check timeout 60 + grace 5
+    assert ids(KONG_CLAIM_LEASE=30, KONG_CHECK_TIMEOUT=20, KONG_KILL_GRACE=5) == []
