@@ -16,9 +16,9 @@ setup(
             "py.typed",
             "templates/kong/*.html",
             "templates/kong/**/*.html",
+            "templates/kong/**/*.txt",
             "static/kong/*",
             "static/kong/**/*",
-            "fixtures/*.json",
         ]
     },
     python_requires=">=3.11",
