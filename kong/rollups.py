@@ -133,17 +133,18 @@ def _rollup(day: date, key: tuple[int, int, int | None], runs: list[tuple[float,
 
 
 def unfolded_days(now: datetime | None = None) -> list[date]:
-    """Complete days (before today) that have raw results but no rollups yet, oldest first."""
-    oldest = TestResult.objects.aggregate(oldest=Min("run_date"))["oldest"]
-    if oldest is None:
-        return []
-    first, today = local_day(oldest), local_day(now or timezone.now())
-    folded = set(DailyRollup.objects.filter(day__gte=first).values_list("day", flat=True).distinct())
-    return [
-        first + timedelta(days=offset)
-        for offset in range((today - first).days)
-        if first + timedelta(days=offset) not in folded
-    ]
+    """Complete days (before today) that have raw results but no rollups
+    yet, oldest first. Walks the run_date index from one day with results
+    to the next: one small query per such day, never a scan."""
+    today = local_day(now or timezone.now())
+    days: list[date] = []
+    moment = TestResult.objects.aggregate(oldest=Min("run_date"))["oldest"]
+    while moment is not None and local_day(moment) < today:
+        days.append(local_day(moment))
+        later = TestResult.objects.filter(run_date__gte=day_start(days[-1] + timedelta(days=1)))
+        moment = later.order_by("run_date").values_list("run_date", flat=True).first()
+    folded = set(DailyRollup.objects.filter(day__in=days).values_list("day", flat=True).distinct())
+    return [day for day in days if day not in folded]
 
 
 # -- pruning -----------------------------------------------------------------
@@ -160,19 +161,22 @@ def prune(
     older than the retention window in batches of ``batch_size`` rows, each
     in its own short transaction, so the table is never locked for long.
 
-    With ``time_budget`` seconds, stops between batches once the budget is
-    spent and reports ``complete=False``; calling again carries on.
+    With ``time_budget`` seconds, stops between steps (a day's fold, a
+    batch) once the budget is spent, after at least one step, and reports
+    ``complete=False``; calling again carries on.
     """
     started = time.monotonic()
     report = PruneReport(cutoff=raw_cutoff(now, retention_days))
+    steps = 0
 
     def out_of_time() -> bool:
-        return time_budget is not None and time.monotonic() - started > time_budget
+        return time_budget is not None and steps > 0 and time.monotonic() - started > time_budget
 
     for day in unfolded_days(now):
         if out_of_time():
             report.complete = False
             return report
+        steps += 1
         report.rollups += fold_day(day)
         report.folded_days += 1
     if report.cutoff is None:
@@ -185,6 +189,7 @@ def prune(
         batch = list(old.values_list("pk", flat=True)[:batch_size])
         if not batch:
             break
+        steps += 1
         with transaction.atomic():
             # Deferred rows: the collector only needs keys to SET_NULL Check.last_result.
             TestResult.objects.filter(pk__in=batch).only("pk").delete()

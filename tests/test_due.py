@@ -58,7 +58,9 @@ def fleet(web, sites: int, *, schedule: str = "*/10 * * * *") -> None:
     news = make_type("news")
     for number in range(sites):
         make_site(f"site{number}", web.host, type=news)
-    make_test("front-page", body='go {{ site.url }}\ncode 200\nfind "Latest News"', types=[news], schedule=schedule)
+    make_test(
+        "front-page", body='go {{ site.url }}\ncode 200\nfind "Latest News"', types=[news], schedule=schedule
+    )
     services.sync_checks()
 
 
@@ -75,7 +77,8 @@ def test_a_check_that_never_ran_is_due_at_once_and_then_waits_for_its_slot(web):
     assert len(run_due().results) == 1
     check = Check.objects.get()
     assert check.next_due_at > timezone.now()
-    assert check.claimed_until is None and check.claim_token == ""
+    assert check.claimed_until is None
+    assert check.claim_token == ""
     assert run_due().results == []  # not due again until the next slot
     assert TestResult.objects.count() == 1
 
@@ -135,7 +138,9 @@ def test_limit_claims_the_most_overdue_first_and_release_and_renew_keep_to_their
     assert {check.pk for check in mine} == {checks[1].pk, checks[0].pk}
     assert services.claim_due(Check.objects.all(), now=now, token="theirs").count() == 1
     assert services.renew_claims("mine", now + timedelta(seconds=100)) == 2
-    assert {c.claimed_until for c in Check.objects.filter(claim_token="mine")} == {now + timedelta(seconds=400)}
+    assert {c.claimed_until for c in Check.objects.filter(claim_token="mine")} == {
+        now + timedelta(seconds=400)
+    }
     assert services.release_claims("mine", [checks[1].pk]) == 1
     assert services.release_claims("mine") == 1
     assert Check.objects.filter(claim_token="theirs").count() == 1
@@ -167,7 +172,9 @@ def test_concurrent_claims_never_overlap(web):
     def claimer() -> None:
         try:
             barrier.wait()
-            claimed.append(list(services.claim_due(Check.objects.all(), limit=10).values_list("pk", flat=True)))
+            claimed.append(
+                list(services.claim_due(Check.objects.all(), limit=10).values_list("pk", flat=True))
+            )
         finally:
             connections.close_all()
 
@@ -209,7 +216,9 @@ def test_three_overlapping_check_sites_due_runs_run_each_check_exactly_once(web)
     assert not Check.objects.filter(next_due_at__lte=timezone.now()).exists()
 
 
-needs_postgres = pytest.mark.skipif(not ON_POSTGRES, reason="needs KONG_TEST_DATABASE=postgres (.ci/test-all)")
+needs_postgres = pytest.mark.skipif(
+    not ON_POSTGRES, reason="needs KONG_TEST_DATABASE=postgres (.ci/test-all)"
+)
 
 
 @pytest.mark.postgres

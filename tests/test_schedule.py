@@ -88,7 +88,9 @@ def test_a_system_check_reports_schedules_stored_around_save():
 
 def test_a_bad_stored_schedule_falls_back_to_the_default_instead_of_crashing(caplog):
     after = utc(2026, 1, 1, 12, 3)
-    assert next_run("0 0 31 2 *", after) == next_run(schedule.DEFAULT_SCHEDULE, after) == utc(2026, 1, 1, 12, 10)
+    assert (
+        next_run("0 0 31 2 *", after) == next_run(schedule.DEFAULT_SCHEDULE, after) == utc(2026, 1, 1, 12, 10)
+    )
     assert "invalid schedule '0 0 31 2 *'" in caplog.text
 
 
@@ -149,10 +151,17 @@ def test_a_slow_daily_run_finishing_in_the_repeated_hour_still_runs_once():
 
 @override_settings(KONG_TIME_ZONE=NEW_YORK)
 def test_frequent_tests_keep_running_through_the_repeated_hour():
-    runs = fire_times("*/30 * * * *", utc(2025, 11, 2, 4, 59), utc(2025, 11, 2, 7, 1), runtime=timedelta(seconds=3))
+    runs = fire_times(
+        "*/30 * * * *", utc(2025, 11, 2, 4, 59), utc(2025, 11, 2, 7, 1), runtime=timedelta(seconds=3)
+    )
     # 01:00, 01:30 EDT, then 01:00, 01:30 EST, then 02:00 EST: real time, every 30 minutes.
-    assert runs == [utc(2025, 11, 2, 5), utc(2025, 11, 2, 5, 30), utc(2025, 11, 2, 6), utc(2025, 11, 2, 6, 30),
-                    utc(2025, 11, 2, 7)]
+    assert runs == [
+        utc(2025, 11, 2, 5),
+        utc(2025, 11, 2, 5, 30),
+        utc(2025, 11, 2, 6),
+        utc(2025, 11, 2, 6, 30),
+        utc(2025, 11, 2, 7),
+    ]
 
 
 @override_settings(KONG_TIME_ZONE=NEW_YORK)
@@ -176,6 +185,7 @@ def test_changing_a_schedule_moves_the_next_run_of_checks_that_ran():
     test.save()
     ran.refresh_from_db()
     never_ran.refresh_from_db()
-    assert ran.next_due_at is not None and ran.next_due_at < utc(2099, 1, 1)
+    assert ran.next_due_at is not None
+    assert ran.next_due_at < utc(2099, 1, 1)
     assert ran.next_due_at.minute % 5 == 0
     assert never_ran.next_due_at is None  # still due at once
