@@ -45,6 +45,9 @@ from kong.runner import CheckTimeout, Job, Outcome
 
 _fork = multiprocessing.get_context("fork")
 
+# How much lower the workers' CPU priority is than the parent's (see _worker_main).
+WORKER_NICENESS = 5
+
 
 @dataclass
 class _Worker:
@@ -156,8 +159,7 @@ class WorkerPool:
                 self._assign(worker, self.pending.popleft())
         wanted = min(len(self.pending), self.size - len(self.workers))
         if wanted > 0:
-            for worker in self._spawn(wanted):
-                self._assign(worker, self.pending.popleft())
+            self._spawn(wanted)
 
     def _assign(self, worker: _Worker, job: Job) -> None:
         worker.job = job
@@ -217,10 +219,11 @@ class WorkerPool:
             f"the worker process {how} while running the check",
         )
 
-    def _spawn(self, count: int) -> list[_Worker]:
-        """Fork ``count`` workers, preparing the parent once for all of them."""
+    def _spawn(self, count: int) -> None:
+        """Fork ``count`` workers, preparing the parent once for all of them,
+        and hand each its first job at once: the first workers are already
+        waiting on the network while the last ones are forked."""
         _prepare_fork()
-        started: list[_Worker] = []
         try:
             for _ in range(count):
                 parent_conn, child_conn = _fork.Pipe()
@@ -229,11 +232,10 @@ class WorkerPool:
                 child_conn.close()
                 worker = _Worker(process=process, conn=parent_conn)
                 self.workers.append(worker)
-                started.append(worker)
                 self.spawned += 1
+                self._assign(worker, self.pending.popleft())
         finally:
             gc.unfreeze()  # the children keep the frozen heap; the parent collects as usual
-        return started
 
     def _kill(self, worker: _Worker) -> None:
         if worker.process.is_alive():
@@ -296,6 +298,13 @@ def _worker_main(conn: Connection, parent_end: Connection) -> None:
     # and decides what is recorded. The parent stops workers with SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The parent is the one serial step (it builds, dispatches and records
+    # every check); with dozens of busy workers on a few cores it would get
+    # a sliver of CPU and become the bottleneck. Workers yield to it.
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
     _forget_db_connections()
     while True:
         try:
