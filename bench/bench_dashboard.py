@@ -208,11 +208,15 @@ def explain(client: object, urls: list[str]) -> list[tuple[str, str, str]]:
     return plans
 
 
-def scans_results(plan: str) -> bool:
-    """True when SQLite reads kong_testresult without an index."""
-    return any(
-        step.strip().startswith("SCAN kong_testresult") and "INDEX" not in step for step in plan.split(";")
-    )
+def access(plan: str) -> str:
+    """How SQLite reads kong_testresult: "seek" (SEARCH through an index),
+    "index walk" (SCAN of a whole index) or "TABLE SCAN"."""
+    steps = [step.strip() for step in plan.split(";") if "kong_testresult" in step]
+    if any(step.startswith("SCAN") and "INDEX" not in step for step in steps):
+        return "TABLE SCAN"
+    if any(step.startswith("SCAN") for step in steps):
+        return "index walk"
+    return "seek"
 
 
 def main() -> int:
@@ -289,12 +293,11 @@ def main() -> int:
         print(f"  {name:<32} {p50:>8.1f} {p95:>8.1f} {cpu:>8.1f} {count:>8}")
 
     print("\nEXPLAIN QUERY PLAN for every history query that reads kong_testresult")
-    scanning = 0
-    for url, sql, plan in plans:
-        flag = "TABLE SCAN" if scans_results(plan) else "index"
-        scanning += flag != "index"
-        print(f"  [{flag}] {url}\n      {sql[:150]}{'...' if len(sql) > 150 else ''}\n      -> {plan}")
-    print(f"\n{len(plans)} history queries, {scanning} scan the table")
+    kinds = [access(plan) for _, _, plan in plans]
+    for (url, sql, plan), kind in zip(plans, kinds, strict=True):
+        print(f"  [{kind}] {url}\n      {sql[:150]}{'...' if len(sql) > 150 else ''}\n      -> {plan}")
+    print(f"\n{len(plans)} history queries: {kinds.count('seek')} seek through an index, "
+          f"{kinds.count('index walk')} walk a whole index, {kinds.count('TABLE SCAN')} scan the table")  # fmt: skip
     workdir.cleanup()
     return 0
 

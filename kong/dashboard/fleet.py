@@ -142,8 +142,8 @@ def load_fleet() -> Fleet:
         checks.append(
             CheckState(
                 pk, sites[site_id], tests[test_id], server, status, _moment(since, zone) or timezone.now(),
-                _moment(last_run, zone), failures, _moment(muted, zone), result_id, duration, failed_line,
-                reason or "",
+                last_run and _moment(last_run, zone), failures, muted and _moment(muted, zone),
+                result_id, duration, failed_line, reason or "",
             )
         )
     return Fleet(checks, dict(site_servers))
