@@ -417,6 +417,7 @@ class Scheduler:
         idle = self.pool.size - self.pool.in_flight
         if idle <= 0:
             return []
+        sync_checks()  # tests and sites added or retired since the last tick
         everything = Check.objects.select_related("test", "site", "site__type", "server")
         reports = []
         for check in claim_due(everything, now=now, limit=idle, token=self.token):

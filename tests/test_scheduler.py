@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from kong import services
-from kong.models import Check, Status, TestResult
+from kong.models import Check, Site, Status, TestResult
 from tests.factories import make_site, make_test, make_type
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,3 +226,18 @@ def test_a_second_sigterm_cancels_at_once(web):
 def test_sigterm_on_postgresql(web):
     assert connection.vendor == "postgresql"
     test_sigterm_lets_checks_in_flight_finish_and_records_them_whole(web)
+
+
+@pytest.mark.django_db
+def test_a_tick_picks_up_tests_added_since_the_last_one(web):
+    fleet(web, 1)
+    scheduler = services.Scheduler(2, prune=False)
+    try:
+        scheduler.tick()
+        drain(scheduler)
+        make_test("search", body="go {{ site.url }}\ncode 200", sites=[Site.objects.get(slug="site0")])
+        scheduler.tick()
+        reports = drain(scheduler)
+    finally:
+        scheduler.shutdown(0)
+    assert [(report.test, report.site) for report in reports] == [("search", "site0")]
