@@ -7,7 +7,7 @@ PYTHON_NEW ?= $(shell ./.ci/find-python)
 VENV ?= .venv
 VENV6 ?= .venv-django6
 
-.PHONY: demo test test-django52 test-django6 lint bench clean
+.PHONY: demo test test-django52 test-django6 lint bench screenshots clean
 
 $(VENV)/.installed: setup.py requirements/test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-django6: $(VENV6)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check kong tests bench example_project
 	$(VENV)/bin/mypy kong
+
+screenshots: $(VENV)/.installed
+	./.ci/services start
+	KONG_SCREENSHOT_DIR=docs $(VENV)/bin/python -m pytest -m browser -q tests/test_browser.py
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/run_all.py
