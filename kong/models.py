@@ -233,7 +233,12 @@ class Test(models.Model):
 
 class TestResultQuerySet(models.QuerySet):
     def failures(self) -> TestResultQuerySet:
-        return self.filter(succeeded=False)
+        """Results that did not pass, through index ``kong_result_failed``.
+
+        ``succeeded__in=[False]``, not ``succeeded=False``: Django writes the
+        latter as ``NOT succeeded``, which SQLite cannot match to the index.
+        """
+        return self.filter(succeeded__in=[False])
 
 
 class TestResult(models.Model):

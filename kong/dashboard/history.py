@@ -129,14 +129,12 @@ def series_for_test(test: Test, since: datetime, limit: int = COMPARISON_LIMIT) 
 def recent_failures() -> QuerySet[TestResult]:
     """Failed results, newest first, read through index kong_result_failed.
 
-    ``succeeded__in=[False]`` rather than ``succeeded=False``: Django writes
-    the latter as ``NOT succeeded``, which SQLite cannot match to the index,
-    so counting failures would read the whole table. Ordered by run_date
+    Ordered by run_date
     alone, which the index holds in order: with the usual ``-id`` tie-break
     SQLite prefers walking every result by date, and deep pages get slow.
     """
     return (
-        TestResult.objects.filter(succeeded__in=[False])
+        TestResult.objects.failures()
         .order_by("-run_date")
         .select_related("test", "site", "server")
         .defer("content", "script")
