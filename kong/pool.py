@@ -140,11 +140,24 @@ class WorkerPool:
         return dropped
 
     def close(self) -> None:
-        for worker in list(self.workers):
-            if worker.job is not None:
-                self._kill(worker)
-            else:
-                self._retire(worker)
+        """Stop every worker: idle ones are asked to exit, all at once (one
+        by one, 64 workers would take a quarter of a second); busy ones are
+        killed."""
+        for worker in self._busy():
+            self._kill(worker)
+        idle = list(self.workers)
+        for worker in idle:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+        deadline = time.monotonic() + 2
+        for worker in idle:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(2)
+            self._discard(worker)
 
     # -- internals -------------------------------------------------------
 
