@@ -152,15 +152,44 @@ def timed(function: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
+# Where a Kong run's time goes, by the functions that do each part.
+PARTS = {
+    "record (DB write: result + check state)": ("kong/services.py", "record"),
+    "build_job (render + validate script)": ("kong/services.py", "build_job"),
+    "runner.execute (twill, inline runs)": ("kong/runner.py", "execute"),
+    "forking workers": ("kong/pool.py", "_spawn"),
+    "stopping workers": ("kong/pool.py", "close"),
+    "idle, waiting for workers": ("~", "<method 'poll' of 'select.poll' objects>"),
+}
+
+
+def breakdown(stats: pstats.Stats) -> str:
+    """One line: the share of the profiled time each part of a run took."""
+    table: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    total = max((entry[3] for entry in table.values()), default=0.0) or 1.0
+    shares = []
+    for label, (filename, function) in PARTS.items():
+        spent = sum(
+            entry[3]
+            for (file, _, name), entry in table.items()
+            if file.endswith(filename) and name == function
+        )
+        if spent:
+            shares.append(f"{label} {spent / total:.0%}")
+    return "  share of the run: " + "; ".join(shares)
+
+
 @contextmanager
 def profiled(into: list[str], *, limit: int = 18) -> Iterator[None]:
-    """Profile the block; append the top functions by cumulative and own time to ``into``."""
+    """Profile the block; append a breakdown by part, then the top functions
+    by cumulative and own time, to ``into``."""
     profiler = cProfile.Profile()
     profiler.enable()
     try:
         yield
     finally:
         profiler.disable()
+        into.append(breakdown(pstats.Stats(profiler)))
         for order in ("cumulative", "tottime"):
             out = io.StringIO()
             stats = pstats.Stats(profiler, stream=out)

@@ -35,7 +35,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -49,9 +49,68 @@ _fork = multiprocessing.get_context("fork")
 WORKER_NICENESS = 5
 
 
+class _ForkedProcess:
+    """The slice of ``multiprocessing.Process`` the pool needs, on a bare
+    ``os.fork()``. It starts a worker in about half the parent's time
+    (multiprocessing's bookkeeping doubles the cost of a fork), and it has no
+    interpreter-exit hook that signals workers and then waits for them.
+
+    ``sentinel`` is a pipe the child holds open: it reads as end-of-file once
+    the child has exited, so ``multiprocessing.connection.wait`` can watch it.
+    """
+
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+        sentinel, held_by_child = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: never return into the parent's code
+            code = 1
+            try:
+                os.close(sentinel)
+                target(*args)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(held_by_child)
+        self.pid = pid
+        self.sentinel = sentinel
+        self.exitcode: int | None = None
+
+    def is_alive(self) -> bool:
+        self._reap(block=False)
+        return self.exitcode is None
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.exitcode is None and wait([self.sentinel], timeout):
+            self._reap(block=True)
+
+    def kill(self) -> None:
+        if self.is_alive():
+            os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Release the sentinel; a child still running is killed and reaped first."""
+        if self.exitcode is None:
+            self.kill()
+            self._reap(block=True)
+        if self.sentinel >= 0:
+            os.close(self.sentinel)
+            self.sentinel = -1
+
+    def _reap(self, *, block: bool) -> None:
+        if self.exitcode is not None:
+            return
+        try:
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            self.exitcode = -signal.SIGKILL
+            return
+        if pid:
+            self.exitcode = os.waitstatus_to_exitcode(status)
+
+
 @dataclass
 class _Worker:
-    process: Any
+    process: _ForkedProcess
     conn: Connection
     job: Job | None = None
     started: float = 0.0
@@ -240,8 +299,7 @@ class WorkerPool:
         try:
             for _ in range(count):
                 parent_conn, child_conn = _fork.Pipe()
-                process = _fork.Process(target=_worker_main, args=(child_conn, parent_conn), daemon=True)
-                process.start()
+                process = _ForkedProcess(_worker_main, (child_conn, parent_conn))
                 child_conn.close()
                 worker = _Worker(process=process, conn=parent_conn)
                 self.workers.append(worker)
@@ -270,6 +328,7 @@ class WorkerPool:
 
     def _discard(self, worker: _Worker) -> None:
         worker.conn.close()
+        worker.process.close()
         if worker in self.workers:
             self.workers.remove(worker)
 
