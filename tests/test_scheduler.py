@@ -183,7 +183,7 @@ def sigterm_when_busy(process: subprocess.Popen[str], web, busy: int) -> tuple[s
 
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_lets_checks_in_flight_finish_and_records_them_whole(web):
-    fleet(web, 6, delay=1.5)
+    fleet(web, 6, delay=3.0)  # long enough that no third check starts before the signal
     process = start_scheduler("--workers", "2", "--grace", "30")
     out, err = sigterm_when_busy(process, web, busy=2)
     assert process.returncode == 0, err
