@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -115,6 +115,14 @@ def parse_line(line: str) -> tuple[str, list[str]] | None:
     Raises ValueError for anything twill would silently skip or truncate,
     such as an unterminated quote.
     """
+    parsed = _parse_cached(line)
+    return None if parsed is None else (parsed[0], list(parsed[1]))
+
+
+@lru_cache(maxsize=8192)
+def _parse_cached(line: str) -> tuple[str, tuple[str, ...]] | None:
+    # twill's pyparsing grammar costs about 0.3 ms a line; fleets repeat
+    # most lines (`code 200`) on every site and every run.
     try:
         results = parse.full_command.parse_string(line, parse_all=True)
     except ParseException as error:
@@ -123,7 +131,7 @@ def parse_line(line: str) -> tuple[str, list[str]] | None:
         raise ValueError(f"unexpected text at column {error.col}") from error
     if not results:
         return None
-    return str(results.command), [str(arg) for arg in results.arguments.as_list()]
+    return str(results.command), tuple(str(arg) for arg in results.arguments.as_list())
 
 
 def arity_error(command: str, args: list[str]) -> str | None:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from kong import services
 from kong.models import Check, Site, Status, TestResult
+from kong.scheduler import Scheduler
 from tests.factories import make_site, make_test, make_type
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ def fleet(web, sites: int, *, delay: float = 0.0) -> None:
     services.sync_checks()
 
 
-def drain(scheduler: services.Scheduler) -> list[services.CheckReport]:
+def drain(scheduler: Scheduler) -> list[services.CheckReport]:
     reports = []
     while scheduler.in_flight:
         reports += scheduler.collect(1.0)
@@ -59,7 +60,7 @@ def assert_nothing_half_written() -> None:
 @pytest.mark.django_db
 def test_a_tick_claims_only_as_many_checks_as_there_are_idle_workers(web):
     fleet(web, 5)
-    scheduler = services.Scheduler(2, prune=False)
+    scheduler = Scheduler(2, prune=False)
     try:
         scheduler.tick()
         assert len(scheduler.in_flight) == 2
@@ -81,7 +82,7 @@ def test_a_tick_claims_only_as_many_checks_as_there_are_idle_workers(web):
 @pytest.mark.django_db
 def test_a_tick_renews_the_lease_of_checks_in_flight(web):
     fleet(web, 1, delay=1.0)
-    scheduler = services.Scheduler(1, prune=False)
+    scheduler = Scheduler(1, prune=False)
     try:
         scheduler.tick()
         later = timezone.now() + timedelta(seconds=250)
@@ -96,7 +97,7 @@ def test_a_tick_renews_the_lease_of_checks_in_flight(web):
 def test_an_invalid_script_is_recorded_at_once_as_an_error(web):
     make_test("broken", body="go {{ site.url }}\nrun 'import os'", sites=[make_site(servername=web.host)])
     services.sync_checks()
-    scheduler = services.Scheduler(1, prune=False)
+    scheduler = Scheduler(1, prune=False)
     try:
         (report,) = scheduler.tick()
     finally:
@@ -110,7 +111,7 @@ def test_an_invalid_script_is_recorded_at_once_as_an_error(web):
 @pytest.mark.django_db
 def test_shutdown_with_no_grace_cancels_checks_in_flight_and_releases_their_claims(web):
     fleet(web, 2, delay=5.0)
-    scheduler = services.Scheduler(2, prune=False)
+    scheduler = Scheduler(2, prune=False)
     scheduler.tick()
     while web.hits.get("/", 0) < 2:
         time.sleep(0.05)
@@ -123,7 +124,7 @@ def test_shutdown_with_no_grace_cancels_checks_in_flight_and_releases_their_clai
 @pytest.mark.django_db
 def test_shutdown_lets_checks_in_flight_finish_within_the_grace(web):
     fleet(web, 2, delay=0.5)
-    scheduler = services.Scheduler(2, prune=False)
+    scheduler = Scheduler(2, prune=False)
     scheduler.tick()
     reports = scheduler.shutdown(30)
     assert sorted(report.status for report in reports) == ["passed", "passed"]
@@ -133,7 +134,7 @@ def test_shutdown_lets_checks_in_flight_finish_within_the_grace(web):
 
 @pytest.mark.django_db
 def test_pruning_runs_once_a_day():
-    scheduler = services.Scheduler(1)
+    scheduler = Scheduler(1)
     try:
         now = timezone.now()
         assert scheduler.prune_daily(now) is not None
@@ -231,7 +232,7 @@ def test_sigterm_on_postgresql(web):
 @pytest.mark.django_db
 def test_a_tick_picks_up_tests_added_since_the_last_one(web):
     fleet(web, 1)
-    scheduler = services.Scheduler(2, prune=False)
+    scheduler = Scheduler(2, prune=False)
     try:
         scheduler.tick()
         drain(scheduler)

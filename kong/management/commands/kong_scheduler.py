@@ -17,6 +17,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from kong import formats, services
 from kong.conf import kong_settings
+from kong.scheduler import Scheduler
 
 
 class Command(BaseCommand):
@@ -38,7 +39,7 @@ class Command(BaseCommand):
         self.check(tags=[checks.Tags.database], databases=[DEFAULT_DB_ALIAS], fail_level=checks.CRITICAL)
         self.signals = 0
         previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        scheduler = services.Scheduler(workers, prune=not options["no_prune"])
+        scheduler = Scheduler(workers, prune=not options["no_prune"])
         self.verbosity = options["verbosity"]
         self.recorded = 0
         self.log(f"kong_scheduler: {workers} workers, a tick every {options['tick']:g} s")
