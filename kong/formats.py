@@ -49,8 +49,9 @@ def dry_run_line(check: Check, error: ScriptError | None) -> str:
 def text_lines(report: RunReport, *, quiet: bool = False, verbose: bool = False) -> list[str]:
     """The end of a text run: passing lines when ``verbose``, failing lines
     when ``quiet`` (progress printed them otherwise), then the summary.
-    Nothing at all when ``quiet`` and everything passed."""
-    if quiet and not report.failed:
+    Nothing at all when ``quiet`` and everything passed, or when nothing
+    ran (a ``--due`` tick with nothing due must not make cron mail)."""
+    if (quiet and not report.failed) or not report.results:
         return []
     lines = [text_line(item) for item in report.results if item.succeeded] if verbose else []
     if quiet:

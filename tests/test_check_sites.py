@@ -415,3 +415,15 @@ def test_call_command_raises_command_error_with_exit_3(fleet):
     with pytest.raises(CommandError) as raised:
         call_command("check_sites", "-t", "nope")
     assert raised.value.returncode == 3
+
+
+@pytest.mark.django_db
+def test_a_due_run_with_nothing_due_prints_nothing_so_cron_stays_quiet(web, capsys):
+    site = make_site(servername=web.host)
+    make_test(body="go {{ site.url }}\ncode 200", sites=[site])
+    call_command("check_sites", "--due", "--workers", "0")
+    assert "1 check: 1 passed" in capsys.readouterr().out
+
+    call_command("check_sites", "--due", "--workers", "0")  # nothing is due a second time
+
+    assert capsys.readouterr().out == ""
