@@ -330,8 +330,9 @@ def report_for(check: Check, result: TestResult) -> CheckReport:
     )
 
 
-# Results are written in small batches: at most this many, or as soon as the
-# oldest waiting result is this many seconds old when another one arrives.
+# Results are written in small batches: a result is written as it arrives
+# unless the last write was less than RECORD_DELAY seconds ago; then it waits
+# for more, at most RECORD_BATCH of them or until the next one arrives late.
 RECORD_BATCH = 20
 RECORD_DELAY = 0.25
 
@@ -354,9 +355,18 @@ def run_checks(
     total = len(checks)
 
     pending: list[tuple[Check, Outcome, str]] = []
-    oldest = 0.0
+    last_flush = float("-inf")  # a slow stream of results is written as each arrives
+    # Checks claimed by `check_sites --due` keep their lease alive while the
+    # run lasts, so a long run never lets another run claim them again.
+    tokens = {check.claim_token for check in checks if check.claim_token}
+    renewed = time.monotonic()
 
     def flush() -> None:
+        nonlocal renewed
+        if tokens and time.monotonic() - renewed > float(kong_settings.CLAIM_LEASE) / 3:
+            for token in tokens:
+                renew_claims(token)
+            renewed = time.monotonic()
         results = record_many(pending)
         for (check, _, _), result in zip(pending, results, strict=True):
             done[check.pk] = item = report_for(check, result)
@@ -365,12 +375,11 @@ def run_checks(
         pending.clear()
 
     def keep(check: Check, outcome: Outcome) -> None:
-        nonlocal oldest
-        if not pending:
-            oldest = time.monotonic()
+        nonlocal last_flush
         pending.append((check, outcome, sources.get(check.pk, "")))
-        if len(pending) >= RECORD_BATCH or time.monotonic() - oldest >= RECORD_DELAY:
+        if len(pending) >= RECORD_BATCH or time.monotonic() - last_flush >= RECORD_DELAY:
             flush()
+            last_flush = time.monotonic()
 
     jobs: list[Job] = []
     for check in checks:
@@ -391,9 +400,11 @@ def run_checks(
             max_checks_per_worker=int(kong_settings.MAX_CHECKS_PER_WORKER),
         ):
             keep(by_key[job.key], outcome)
-    finally:  # also on Ctrl-C: what finished is recorded
+    finally:  # also on Ctrl-C: what finished is recorded, the rest is due again at once
         if pending:
             flush()
+        for token in tokens:
+            release_claims(token, [check.pk for check in checks if check.pk not in done])
     # Report in the order asked for, not the order the pool finished in.
     report = RunReport(results=[done[check.pk] for check in checks if check.pk in done])
     report.duration_ms = (timezone.now() - started).total_seconds() * 1000

@@ -235,3 +235,24 @@ def test_three_overlapping_runs_on_postgresql(web):
 def test_concurrent_claims_never_overlap_on_postgresql(web):
     assert connection.vendor == "postgresql"
     test_concurrent_claims_never_overlap(web)
+
+
+@pytest.mark.django_db
+@override_settings(KONG_CLAIM_LEASE=1)
+def test_a_long_due_run_renews_its_leases_and_leaves_no_claim(web):
+    web.route("/", delay=0.5)
+    sites = [make_site(f"site-{n}", servername=web.host) for n in range(3)]
+    make_test(body="go {{ site.url }}\ncode 200", sites=sites)
+    checks = services.claim_due(services.select_checks())
+    first_lease = Check.objects.filter(claim_token__gt="").values_list("claimed_until", flat=True)[0]
+    seen: list[object] = []
+
+    def after_each(report: services.CheckReport, done: int, total: int) -> None:
+        seen.extend(Check.objects.filter(claim_token__gt="").values_list("claimed_until", flat=True))
+
+    services.run_checks(checks, workers=0, on_result=after_each)
+
+    assert seen
+    assert max(seen) > first_lease  # the leases still held were pushed forward
+    assert not Check.objects.filter(claim_token__gt="").exists()
+    assert TestResult.objects.count() == 3
