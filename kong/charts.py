@@ -1,4 +1,5 @@
-"""Server-side SVG charts: sparklines, a duration chart and a comparison chart.
+"""Server-side SVG charts: sparklines, a duration chart, a comparison chart
+and a daily history chart.
 
 Hand-written inline SVG, so pages need no JavaScript and no chart library.
 Every text that reaches the markup is escaped. Charts carry ``<title>`` and
@@ -11,7 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
+from datetime import time as clock_time
+from typing import Protocol
 
 from django.utils import timezone
 from django.utils.html import escape, format_html
@@ -177,17 +180,26 @@ def sparkline(samples: Sequence[Sample], *, width: int = 120, height: int = 28, 
     return mark_safe("".join(parts))  # every text went through escape or format_html
 
 
-def _axes(frame: _Frame, width: int, height: int) -> list[str]:
+def _grid(frame: _Frame, left: float | None = None, right: float | None = None) -> list[str]:
+    """Horizontal grid lines at zero, half and the top value, labelled on the
+    left; from ``left`` to ``right`` (default: the frame's plot area)."""
+    left = frame.left if left is None else left
+    right = frame.right if right is None else right
     parts = []
     for share in (0, 0.5, 1):
         value = frame.top_value * share
         y = frame.y(value)
         parts.append(
-            f'<line x1="{frame.left}" x2="{frame.right}" y1="{y}" y2="{y}" class="k-chart-grid" '
+            f'<line x1="{left}" x2="{right}" y1="{y}" y2="{y}" class="k-chart-grid" '
             f'stroke="#cfd8dc" stroke-width="1"/>'
-            f'<text x="{frame.left - 6}" y="{y + 4}" text-anchor="end" class="k-chart-label">'
+            f'<text x="{left - 6}" y="{y + 4}" text-anchor="end" class="k-chart-label">'
             f"{escape(format_ms(value))}</text>"
         )
+    return parts
+
+
+def _axes(frame: _Frame, width: int, height: int) -> list[str]:
+    parts = _grid(frame)
     start = datetime.fromtimestamp(frame.start, tz=timezone.get_current_timezone())
     end = datetime.fromtimestamp(frame.end, tz=timezone.get_current_timezone())
     parts.append(
@@ -308,3 +320,121 @@ def swatch(index: int) -> SafeString:
         f'<svg xmlns="http://www.w3.org/2000/svg" class="k-swatch" viewBox="0 0 24 8" width="24" height="8" '
         f'aria-hidden="true"><line x1="0" y1="4" x2="24" y2="4" stroke="{colour}" stroke-width="3"{dashed}/></svg>'
     )
+
+
+# -- daily history -------------------------------------------------------------
+
+
+class Day(Protocol):
+    """One day of a check's history, as ``kong.rollups.DayStats`` provides it."""
+
+    @property
+    def day(self) -> date: ...
+    @property
+    def runs(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def mean_duration(self) -> float: ...
+    @property
+    def p95_duration(self) -> float: ...
+
+
+MEAN_COLOUR, P95_COLOUR, P95_DASH = PALETTE[0], PALETTE[1], "6 3"
+PASS_COLOUR = "#90a4ae"
+
+
+def _day_text(day: Day) -> str:
+    passed = 100.0 * (day.runs - day.failures) / day.runs
+    return (
+        f"{day.day:%Y-%m-%d}: {day.runs} run{'s' if day.runs != 1 else ''}, {day.failures} failed "
+        f"({passed:.1f}% passed), mean {format_ms(day.mean_duration)}, p95 {format_ms(day.p95_duration)}"
+    )
+
+
+def _segments(days: Sequence[Day]) -> list[list[Day]]:
+    """Runs of consecutive days that have runs: lines break at days without any."""
+    segments: list[list[Day]] = [[]]
+    for day in days:
+        if day.runs:
+            segments[-1].append(day)
+        elif segments[-1]:
+            segments.append([])
+    return [segment for segment in segments if segment]
+
+
+def daily_chart(
+    days: Sequence[Day],
+    *,
+    chart_id: str = "kong-daily",
+    title: str = "Daily duration and pass rate",
+    width: int = 760,
+    height: int = 250,
+) -> SafeString:
+    """Per day, oldest first: the mean duration (solid line) and p95 (dashed)
+    above, the share of runs that passed as a bar below, and a red cross over
+    the bar of every day with a failure; '' when no day has runs.
+
+    Each day with runs carries a ``<title>`` ("2026-01-05: 48 runs, 2 failed
+    (95.8% passed), mean 120 ms, p95 300 ms"); days without runs break the
+    lines and draw nothing.
+    """
+    active = [day for day in days if day.runs]
+    if not active:
+        return mark_safe("")
+    left, right = 64.0, width - 12.0
+    slot = (right - left) / len(days)
+    # A day's point sits in the middle of its slot; _Frame spans the first to the last point.
+    noon = [datetime.combine(day.day, clock_time(12), tzinfo=UTC) for day in days]
+    when = dict(zip((day.day for day in days), noon, strict=True))
+    frame = _Frame(
+        [Sample(moment, day.p95_duration) for moment, day in zip(noon, days, strict=True)],
+        left + slot / 2, 22, right - slot / 2, height - 76,
+    )  # fmt: skip
+    strip_top, strip_bottom = height - 62.0, height - 30.0
+    failed_days = [day for day in active if day.failures]
+    runs, failures = sum(day.runs for day in active), sum(day.failures for day in active)
+    desc = (
+        f"{len(days)} days from {days[0].day:%Y-%m-%d} to {days[-1].day:%Y-%m-%d}: {runs} runs on "
+        f"{len(active)} days, {failures} failed on {len(failed_days)} days. Mean (solid) and p95 (dashed) "
+        f"duration per day above, the share of runs that passed below; crosses mark days with failures."
+    )
+    parts = [_open_svg(chart_id, width, height, title, desc, "k-chart-daily"), *_grid(frame, left, right)]
+    parts.append(
+        f'<line x1="{left}" x2="{right}" y1="{strip_bottom}" y2="{strip_bottom}" stroke="#cfd8dc" stroke-width="1"/>'
+        f'<text x="{left - 6}" y="{strip_top + 8}" text-anchor="end" class="k-chart-label">100%</text>'
+        f'<text x="{left - 6}" y="{strip_bottom}" text-anchor="end" class="k-chart-label">passed</text>'
+        f'<line x1="{right - 150}" x2="{right - 130}" y1="8" y2="8" stroke="{MEAN_COLOUR}" stroke-width="2"/>'
+        f'<text x="{right - 126}" y="12" class="k-chart-label">mean</text>'
+        f'<line x1="{right - 80}" x2="{right - 60}" y1="8" y2="8" stroke="{P95_COLOUR}" stroke-width="2" '
+        f'stroke-dasharray="{P95_DASH}"/><text x="{right - 56}" y="12" class="k-chart-label">p95</text>'
+        f'<text x="{left}" y="{height - 6}" class="k-chart-label">{days[0].day:%Y-%m-%d}</text>'
+        f'<text x="{right}" y="{height - 6}" text-anchor="end" class="k-chart-label">{days[-1].day:%Y-%m-%d}</text>'
+    )
+    for segment in _segments(days):
+        for value, colour, dash in (("mean_duration", MEAN_COLOUR, ""), ("p95_duration", P95_COLOUR, P95_DASH)):
+            line = [Sample(when[day.day], getattr(day, value)) for day in segment]
+            if len(line) == 1:  # a lone day has no line to be part of
+                parts.append(
+                    f'<circle cx="{frame.x(line[0].when)}" cy="{frame.y(line[0].value)}" r="2" fill="{colour}"/>'
+                )
+            else:
+                parts.append(_polyline(frame, line, colour, 1.5, dash))
+    bar = max(slot - 1, 0.8)
+    cross = max(1.5, min(3.5, slot / 2))
+    for day in active:
+        x = frame.x(when[day.day])
+        passed_height = round((strip_bottom - strip_top) * (day.runs - day.failures) / day.runs, 1)
+        parts.append(
+            f'<g class="k-chart-day{" k-chart-day-failed" if day.failures else ""}">'
+            f"<title>{escape(_day_text(day))}</title>"
+            f'<rect x="{round(x - slot / 2, 1)}" y="{frame.top}" width="{round(slot, 2)}" '
+            f'height="{strip_bottom - frame.top}" fill="transparent"/>'
+            f'<rect x="{round(x - bar / 2, 1)}" y="{strip_bottom - passed_height}" width="{round(bar, 2)}" '
+            f'height="{passed_height}" fill="{PASS_COLOUR}"/>'
+        )
+        if day.failures:
+            parts.append(_cross(x, strip_top - cross - 2, cross))
+        parts.append("</g>")
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # every text went through escape or format_html, or is a number or date

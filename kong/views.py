@@ -129,12 +129,19 @@ def site_detail(request: HttpRequest, site_slug: str) -> HttpResponse:
 
 @kong_page
 def testresult_for_site(request: HttpRequest, site_slug: str, test_slug: str) -> HttpResponse:
-    """One test's history on one site: 15 per page, a duration chart, pass rate, p50/p95."""
+    """One test's history on one site: 15 per page, a duration chart, pass rate
+    and p50/p95 of the raw results in range, and a daily chart from rollups.
+
+    ``?days=365`` is short for ``?range=365d``.
+    """
     site = get_object_or_404(Site, slug=site_slug)
     test = get_object_or_404(Test, slug=test_slug)
-    range_name, since = dashboard.range_start(request.GET.get("range", ""))
+    days = request.GET.get("days", "")
+    name = request.GET.get("range") or (f"{days}d" if days else "")
+    range_name, since = dashboard.range_start(name, ranges=dashboard.HISTORY_RANGES)
     results = dashboard.history(site, test, since)
     points = dashboard.points(results)
+    daily = dashboard.daily(site, test, dashboard.HISTORY_RANGES[range_name])
     context = {
         "site": site,
         "test": test,
@@ -142,8 +149,10 @@ def testresult_for_site(request: HttpRequest, site_slug: str, test_slug: str) ->
         "page": Paginator(results, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
         "points": points,
         "stats": dashboard.stats(points),
+        "daily": daily,
+        "beyond_raw": daily.raw_since is not None and since < daily.raw_since,
         "range": range_name,
-        "ranges": list(dashboard.RANGES),
+        "ranges": list(dashboard.HISTORY_RANGES),
         "chart_limit": dashboard.CHART_LIMIT,
         "can_run": request.user.has_perm(RUN_PERMISSION),
     }

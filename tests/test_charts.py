@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from xml.etree import ElementTree as ET
 
 import pytest
 
 from kong import charts
 from kong.charts import Sample, Series
+from kong.rollups import DayStats
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -94,6 +95,7 @@ def test_every_text_is_escaped():
         charts.sparkline(samples, title=hostile),
         charts.duration_chart(samples, title=hostile),
         charts.comparison_chart([Series(hostile, samples)], title=hostile),
+        charts.daily_chart([DayStats(date(2026, 1, 1), 2, 1, 100, 200, 200)], title=hostile),
     ):
         assert "<script>" not in svg
         parse(svg)  # still well-formed
@@ -129,3 +131,60 @@ def test_series_past_the_palette_get_dashes():
     assert colour == charts.PALETTE[0]
     assert dash
     assert re.search(r'stroke-dasharray="[\d ]+"', charts.swatch(len(charts.PALETTE)))
+
+
+# -- the daily history chart ---------------------------------------------------
+
+
+def days_of(*specs: tuple[int, int, float, float]) -> list[DayStats]:
+    """One DayStats per (runs, failures, mean, p95), on consecutive days from 2026-01-01."""
+    first = date(2026, 1, 1)
+    return [
+        DayStats(first + timedelta(days=index), runs, failures, mean, p95, p95)
+        for index, (runs, failures, mean, p95) in enumerate(specs)
+    ]
+
+
+def test_daily_chart_is_empty_without_runs():
+    assert charts.daily_chart([]) == ""
+    assert charts.daily_chart(days_of((0, 0, 0, 0), (0, 0, 0, 0))) == ""
+
+
+def test_daily_chart_titles_each_day_and_crosses_days_with_failures():
+    days = days_of((48, 0, 100, 150), (48, 3, 120, 480), (0, 0, 0, 0), (1, 1, 900, 900), (24, 0, 110, 200))
+    root = parse(charts.daily_chart(days, chart_id="d1", title="Daily"))
+    assert root.get("role") == "img"
+    assert root.get("class") == "k-chart-daily"
+    assert root.get("aria-labelledby") == "d1-title d1-desc"
+    assert root.find(f"{SVG}title").text == "Daily"
+    desc = root.find(f"{SVG}desc").text
+    assert "5 days from 2026-01-01 to 2026-01-05" in desc
+    assert "121 runs on 4 days, 4 failed on 2 days" in desc
+    groups = root.findall(f"{SVG}g")
+    assert [group.findtext(f"{SVG}title") for group in groups] == [
+        "2026-01-01: 48 runs, 0 failed (100.0% passed), mean 100 ms, p95 150 ms",
+        "2026-01-02: 48 runs, 3 failed (93.8% passed), mean 120 ms, p95 480 ms",
+        "2026-01-04: 1 run, 1 failed (0.0% passed), mean 900 ms, p95 900 ms",
+        "2026-01-05: 24 runs, 0 failed (100.0% passed), mean 110 ms, p95 200 ms",
+    ], "a day without runs has no title"
+    crossed = [group.findtext(f"{SVG}title")[:10] for group in groups if group.find(f"{SVG}path") is not None]
+    assert crossed == ["2026-01-02", "2026-01-04"]
+    assert all(path.get("stroke") == charts.FAIL_COLOUR for path in root.iter(f"{SVG}path"))
+    bars = [float(group.findall(f"{SVG}rect")[1].get("height")) for group in groups]
+    assert bars[0] == bars[3] > bars[1] > bars[2] == 0, "bars show the share of runs that passed"
+
+
+def test_daily_chart_breaks_its_lines_at_days_without_runs():
+    days = days_of((10, 0, 100, 200), (10, 0, 300, 400), (0, 0, 0, 0), (10, 0, 100, 200))
+    root = parse(charts.daily_chart(days))
+    lines = root.findall(f"{SVG}polyline")
+    assert [line.get("stroke") for line in lines] == [charts.MEAN_COLOUR, charts.P95_COLOUR]
+    assert lines[1].get("stroke-dasharray") == charts.P95_DASH
+    mean = [tuple(map(float, pair.split(","))) for pair in lines[0].get("points").split()]
+    p95 = [tuple(map(float, pair.split(","))) for pair in lines[1].get("points").split()]
+    assert len(mean) == len(p95) == 2, "the first two days, then a gap"
+    assert mean[1][1] < mean[0][1], "the slower day is drawn higher"
+    assert all(high[1] < low[1] for high, low in zip(p95, mean, strict=True)), "p95 above the mean"
+    lone = root.findall(f"{SVG}circle")
+    assert [circle.get("fill") for circle in lone] == [charts.MEAN_COLOUR, charts.P95_COLOUR]
+    assert float(lone[0].get("cx")) > mean[1][0], "the lone last day after the gap"

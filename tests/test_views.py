@@ -16,7 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from kong import services
-from kong.models import Check, Site, Test, TestResult
+from kong.models import Check, DailyRollup, Site, Test, TestResult
+from kong.rollups import local_day
 from kong.runner import Outcome
 from kong.scripts import MASK
 from tests.factories import make_server, make_site, make_test, make_type
@@ -92,6 +93,20 @@ def build_fleet(sites: int, tests: int, history: int, prefix: str = "a") -> None
         failing = check.site == site_rows[0] and check.test == test_rows[0]
         outcome = Outcome("failed" if failing else "passed", 150.0, "no match" if failing else "", 2 if failing else None)
         services.record(check, outcome)
+
+
+def add_rollup(site: Site, test: Test, days_ago: int, *, runs: int = 48, failures: int = 0) -> DailyRollup:
+    """A day folded by kong_prune whose raw results are gone."""
+    return DailyRollup.objects.create(
+        site=site,
+        test=test,
+        day=local_day(timezone.now()) - timedelta(days=days_ago),
+        runs=runs,
+        failures=failures,
+        mean_duration=110.0,
+        p95_duration=300.0,
+        max_duration=450.0,
+    )
 
 
 def login(client: Client, *, can_run: bool = False) -> User:
@@ -417,6 +432,51 @@ def test_history_range_limits_what_is_shown(client, pair):
     assert "Last 7d" in client.get(url + "?range=bogus").content.decode()
 
 
+def test_history_shows_rolled_up_days_beyond_the_raw_window(client, pair, settings):
+    settings.KONG_RESULT_RETENTION_DAYS = 90
+    site, test = pair
+    add_rollup(site, test, 200, failures=3)
+    add_rollup(site, test, 120)
+    add_result(site, test, "failed", reason="boom")
+    assert not TestResult.objects.filter(run_date__lt=timezone.now() - timedelta(days=1)).exists()
+    today = local_day(timezone.now())
+    old, older = (f"{today - timedelta(days=n):%Y-%m-%d}" for n in (120, 200))
+    login(client)
+    url = reverse("kong:testresult_for_site", args=[site.slug, test.slug])
+    html = client.get(url + "?range=365d").content.decode()
+    assert "Daily history, last 365 days" in html
+    titles = re.findall(r"<title>(\d{4}-\d\d-\d\d: [^<]*)</title>", html)
+    assert titles == [
+        f"{older}: 48 runs, 3 failed (93.8% passed), mean 110 ms, p95 300 ms",
+        f"{old}: 48 runs, 0 failed (100.0% passed), mean 110 ms, p95 300 ms",
+        f"{today:%Y-%m-%d}: 1 run, 1 failed (0.0% passed), mean 120 ms, p95 120 ms",
+    ]
+    row = r'<time datetime="([\d-]+)">[\d-]+</time></td><td class="k-num">(\d+)</td><td class="k-num">(\d+)</td>'
+    failed_days = re.findall(row, html)
+    assert failed_days == [(f"{today:%Y-%m-%d}", "1", "1"), (older, "48", "3")]
+    assert "95.9% (4 of 97 runs failed)" in html, "the daily pass rate counts the rolled-up days"
+    assert "0.0% (0 of 1 run)" in html, "the range stats count raw results only"
+    assert "older days count only in the daily history" in html
+    short = client.get(url + "?days=365").content.decode()
+    assert re.findall(r"<title>(\d{4}-\d\d-\d\d: [^<]*)</title>", short) == titles, "?days=365 is ?range=365d"
+    ninety = client.get(url + "?range=90d").content.decode()
+    assert "Daily history, last 90 days" in ninety
+    assert old not in ninety
+    assert older not in ninety
+    assert "older days count only" not in ninety
+
+
+def test_history_daily_chart_covers_at_least_a_week(client, pair):
+    site, test = pair
+    add_rollup(site, test, 5, failures=2)
+    login(client)
+    url = reverse("kong:testresult_for_site", args=[site.slug, test.slug])
+    html = client.get(url + "?range=24h").content.decode()
+    assert "No runs in the last 24h" in html
+    assert "Daily history, last 7 days" in html
+    assert "48 runs, 2 failed" in html
+
+
 def test_result_detail_highlights_the_failing_line(client, pair):
     site, test = pair
     first = add_result(site, test)
@@ -567,8 +627,14 @@ def test_history_pages_use_a_constant_number_of_queries(client, pair):
         reverse("kong:test_detail", args=[test.slug]),
         reverse("kong:site_detail", args=[site.slug]),
     ]
+    urls.append(urls[0] + "?range=365d")
+    add_rollup(site, test, 300)
     small = [count_queries(client, url) for url in urls]
     add_history(site, test, 50)
+    add_history(site, test, 40, every=timedelta(days=1))
+    for days_ago in range(100, 300, 3):
+        add_rollup(site, test, days_ago, failures=days_ago % 2)
+    assert "Daily history" in client.get(urls[-1]).content.decode()
     assert [count_queries(client, url) for url in urls] == small
     assert all(0 < count <= 15 for count in small), small
 

@@ -2,7 +2,8 @@
 
 - ``fleet``: the live state from ``Check`` rows (matrix, rollups, lights,
   the runner's heartbeat), a fixed number of queries for any history size;
-- ``history``: results read through ``TestResult``'s indexes;
+- ``history``: results read through ``TestResult``'s indexes, and the
+  daily history that daily rollups keep past the raw window;
 - ``feeds``: Prometheus text and the JSON status.
 """
 
@@ -30,10 +31,14 @@ from kong.dashboard.fleet import (
 from kong.dashboard.history import (
     CHART_LIMIT,
     COMPARISON_LIMIT,
+    DAILY_MIN_DAYS,
     DEFAULT_RANGE,
+    HISTORY_RANGES,
     RANGES,
+    DailyHistory,
     Point,
     Stats,
+    daily,
     history,
     neighbours,
     percentile,
@@ -46,10 +51,10 @@ from kong.dashboard.history import (
 )
 
 __all__ = [
-    "CHART_LIMIT", "COMPARISON_LIMIT", "DEFAULT_RANGE", "FAILING", "RANGES",
-    "CheckState", "Filters", "Fleet", "Light", "Matrix", "Point", "Ref", "Rollup", "Row", "SiteRef",
+    "CHART_LIMIT", "COMPARISON_LIMIT", "DAILY_MIN_DAYS", "DEFAULT_RANGE", "FAILING", "HISTORY_RANGES", "RANGES",
+    "CheckState", "DailyHistory", "Filters", "Fleet", "Light", "Matrix", "Point", "Ref", "Rollup", "Row", "SiteRef",
     "Staleness", "Stats",
-    "build_matrix", "counts", "history", "lights", "load_fleet", "neighbours", "percentile", "points",
+    "build_matrix", "counts", "daily", "history", "lights", "load_fleet", "neighbours", "percentile", "points",
     "prometheus", "range_start", "recent_failures", "recent_points", "runner_staleness", "series_for_test",
     "shortest_interval", "stats", "status_json",
 ]  # fmt: skip

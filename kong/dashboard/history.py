@@ -1,6 +1,9 @@
 """One check's (or one test's) history, read from ``TestResult`` through its
 indexes: ``(site, test, -run_date)``, ``(test, -run_date)`` and
 ``(succeeded, -run_date)``. Never a scan of the table.
+
+Raw results are pruned after ``KONG_RESULT_RETENTION_DAYS``; the daily
+history (``kong.rollups.daily_history``) keeps the days before that.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from kong.models import Check, Site, Test, TestResult
+from kong.rollups import DayStats, daily_history, raw_cutoff
 
 # History ranges a page can show, by query-string value.
 RANGES: dict[str, timedelta] = {
@@ -24,6 +28,10 @@ RANGES: dict[str, timedelta] = {
     "90d": timedelta(days=90),
 }
 DEFAULT_RANGE = "7d"
+# The history page also offers ranges beyond the raw window, drawn from daily rollups.
+HISTORY_RANGES: dict[str, timedelta] = {**RANGES, "365d": timedelta(days=365)}
+# The daily chart covers the page's range, but never fewer days than this.
+DAILY_MIN_DAYS = 7
 # A chart and its statistics cover at most this many of the newest results in range.
 CHART_LIMIT = 2000
 # The comparison chart on a test's page reads at most this many of its newest results.
@@ -72,10 +80,45 @@ def stats(points: Sequence[Point]) -> Stats:
     )
 
 
-def range_start(name: str, now: datetime | None = None) -> tuple[str, datetime]:
-    """The validated range name and when it starts."""
-    name = name if name in RANGES else DEFAULT_RANGE
-    return name, (now or timezone.now()) - RANGES[name]
+def range_start(
+    name: str, now: datetime | None = None, ranges: dict[str, timedelta] = RANGES
+) -> tuple[str, datetime]:
+    """The validated range name (one of ``ranges``, else the default) and when it starts."""
+    name = name if name in ranges else DEFAULT_RANGE
+    return name, (now or timezone.now()) - ranges[name]
+
+
+@dataclass(frozen=True)
+class DailyHistory:
+    """A pair's daily history, oldest day first, and its totals."""
+
+    days: list[DayStats]
+    raw_since: datetime | None  # raw results before this are pruned; None: kept forever
+
+    @property
+    def runs(self) -> int:
+        return sum(day.runs for day in self.days)
+
+    @property
+    def failures(self) -> int:
+        return sum(day.failures for day in self.days)
+
+    @property
+    def pass_rate(self) -> float | None:
+        return 100.0 * (self.runs - self.failures) / self.runs if self.runs else None
+
+    @property
+    def failed_days(self) -> list[DayStats]:
+        """Days with at least one failure, newest first."""
+        return [day for day in reversed(self.days) if day.failures]
+
+
+def daily(site: Site, test: Test, span: timedelta, now: datetime | None = None) -> DailyHistory:
+    """``test`` on ``site`` (every server combined) per calendar day over
+    ``span`` (at least ``DAILY_MIN_DAYS`` days), rolled-up days included.
+    Three queries whatever the span (``kong.rollups.daily_history``)."""
+    days = max(DAILY_MIN_DAYS, math.ceil(span / timedelta(days=1)))
+    return DailyHistory(daily_history(test, site, days=days, now=now), raw_cutoff(now))
 
 
 def history(site: Site, test: Test, since: datetime) -> QuerySet[TestResult]:

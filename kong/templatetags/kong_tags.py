@@ -310,6 +310,12 @@ def duration_chart(
 
 
 @register.simple_tag
+def daily_chart(days: Sequence[charts.Day], title: str = "Daily duration and pass rate") -> SafeString:
+    """The daily history chart (``kong.rollups.DayStats`` per day, oldest first)."""
+    return charts.daily_chart(days, title=title)
+
+
+@register.simple_tag
 def comparison_chart(series: Sequence[tuple[str, Sequence[dashboard.Point]]], title: str = "") -> SafeString:
     return charts.comparison_chart([charts.Series(name, samples(points)) for name, points in series], title=title)
 
