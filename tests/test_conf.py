@@ -59,7 +59,7 @@ def test_unknown_names_are_an_attribute_error():
 def test_the_readme_documents_every_setting():
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "readme" / "core.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = text.split("## Settings")[1].split("## Alerts")[0]
     documented = set(re.findall(r"^\| `KONG_(\w+)` \|", table, re.MULTILINE))
     assert documented == set(DEFAULTS)

@@ -295,7 +295,7 @@ def test_wrong_argument_counts_are_errors_before_running(line, reason):
 def test_the_readme_lists_exactly_the_safe_and_refused_commands():
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "readme" / "core.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     listed = text.split("<!-- safe-commands: generated from kong.scripts.SAFE_COMMANDS -->")[1]
     listed = listed.split("<!-- /safe-commands -->")[0]
     assert set(re.findall(r"`(\w+)`", listed)) == SAFE_COMMANDS
