@@ -44,46 +44,37 @@ class SlugManager(models.Manager):
         return self.get(slug=slug)
 
 
-class Server(models.Model):
+class Named(models.Model):
+    """Name, unique slug (the natural key) and ordering shared by the inventory."""
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+
+    objects: Any = SlugManager()
+
+    class Meta:
+        abstract = True
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def natural_key(self) -> tuple[str]:
+        return (self.slug,)
+
+
+class Server(Named):
     hostname = models.CharField(max_length=255, blank=True)
     internal_ip = models.GenericIPAddressField(null=True, blank=True)
     external_ip = models.GenericIPAddressField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
 
-    objects = SlugManager()
 
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def natural_key(self) -> tuple[str]:
-        return (self.slug,)
-
-
-class Type(models.Model):
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
+class Type(Named):
     description = models.TextField(blank=True)
 
-    objects = SlugManager()
 
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def natural_key(self) -> tuple[str]:
-        return (self.slug,)
-
-
-class Site(models.Model):
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
+class Site(Named):
     type = models.ForeignKey(
         Type, null=True, blank=True, on_delete=models.SET_NULL, related_name="sites"
     )
@@ -103,17 +94,6 @@ class Site(models.Model):
             "secret: their values are masked in logs, results, mails and pages."
         ),
     )
-
-    objects = SlugManager()
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def natural_key(self) -> tuple[str]:
-        return (self.slug,)
 
     @property
     def url(self) -> str:
@@ -159,11 +139,9 @@ class TestManager(SlugManager.from_queryset(TestQuerySet)):  # type: ignore[misc
     pass
 
 
-class Test(models.Model):
+class Test(Named):
     __test__ = False  # not a pytest class
 
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
     body = models.TextField(
         help_text="A twill script, rendered as a Django template for each site."
     )
@@ -189,13 +167,7 @@ class Test(models.Model):
         help_text="Run once through each of the site's active servers ({{ server }} in the body).",
     )
 
-    objects = TestManager()
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
+    objects: Any = TestManager()
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save; raises ValidationError for a schedule that is not a 5-field
@@ -214,9 +186,6 @@ class Test(models.Model):
             Check.objects.filter(test=self, next_due_at__isnull=False).update(
                 next_due_at=next_run(self.schedule, timezone.now())
             )
-
-    def natural_key(self) -> tuple[str]:
-        return (self.slug,)
 
     @property
     def effective_timeout(self) -> int:
