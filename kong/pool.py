@@ -280,7 +280,11 @@ class WorkerPool:
             pass
         worker.process.join(1)
         code = worker.process.exitcode
-        self._discard(worker)
+        if code is None:  # alive but its pipe is broken or garbled: never leave an orphan
+            self._kill(worker)
+            code = worker.process.exitcode
+        else:
+            self._discard(worker)
         if code is not None and code < 0:
             how = f"was killed by {signal.Signals(-code).name}"
         else:
