@@ -155,7 +155,7 @@ def select_checks(
         checks = checks.filter(
             Q(server__slug__in=servers) | Q(server__isnull=True, site__servers__slug__in=servers)
         ).distinct()
-    if not checks.exists() and (tests or sites or types or servers):
+    if (tests or sites or types or servers) and not checks.exists():
         raise KongError(_explain_empty(tests, sites, types, servers))
     return checks.order_by("site__name", "test__name", "server__name")
 
