@@ -279,6 +279,12 @@ class CheckAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Check]:
         return super().get_queryset(request).defer("last_result__content", "last_result__script")
 
+    def save_model(self, request: HttpRequest, obj: Check, form: Any, change: bool) -> None:
+        """Write only what people edit: a run may be updating the same row's
+        state (status, streak, claim) at this moment, and must not be undone."""
+        editable = [name for name in self.fields or () if name not in self.readonly_fields]
+        obj.save(update_fields=editable)
+
     @admin.display(description="since", ordering="status_since")
     def since(self, check: Check) -> str:
         return short_time(check.status_since)

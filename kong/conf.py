@@ -50,6 +50,12 @@ DEFAULTS: dict[str, Any] = {
     # How long a claimed check stays claimed when its run dies (seconds).
     "CLAIM_LEASE": 300,
     "DASHBOARD_REFRESH": 15,
+    # The most decoded bytes a check reads from one response; a larger page
+    # ends the check as an error that states the size and the limit.
+    "MAX_PAGE_BYTES": 10 * 1024 * 1024,
+    # The address space (bytes) each worker process may map (RLIMIT_AS), so
+    # nothing a page does can exhaust the host; 0 or None: no limit.
+    "WORKER_MEMORY_LIMIT": 1024 * 1024 * 1024,
 }
 
 

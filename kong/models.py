@@ -266,13 +266,19 @@ class Transition:
 
 
 class CheckQuerySet(models.QuerySet):
+    def active(self) -> CheckQuerySet:
+        """Checks the inventory still implies (see ``Check.is_active``)."""
+        return self.filter(is_active=True)
+
     def failing(self) -> CheckQuerySet:
-        return self.exclude(status__in=[CheckStatus.PASSED, CheckStatus.PENDING])
+        return self.active().exclude(status__in=[CheckStatus.PASSED, CheckStatus.PENDING])
 
     def due(self, now: datetime | None = None) -> CheckQuerySet:
+        """Active checks whose slot has come and that nobody holds a live claim on."""
         now = now or timezone.now()
-        return self.filter(Q(next_due_at__isnull=True) | Q(next_due_at__lte=now)).filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        return self.active().filter(
+            Q(next_due_at__isnull=True) | Q(next_due_at__lte=now),
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
         )
 
 
@@ -301,6 +307,10 @@ class Check(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     claim_token = models.CharField(max_length=64, blank=True)
     muted_until = models.DateTimeField(null=True, blank=True)
+    # False while the inventory no longer implies this pair (the test was
+    # deactivated, the site stopped being live). The row is kept, with its
+    # mute and failure streak, so turning the pair back on does not alert anew.
+    is_active = models.BooleanField(default=True)
 
     objects = CheckQuerySet.as_manager()
 
@@ -338,6 +348,15 @@ class Check(models.Model):
 
     def is_muted(self, now: datetime | None = None) -> bool:
         return self.muted_until is not None and self.muted_until > (now or timezone.now())
+
+    def is_due(self, now: datetime | None = None) -> bool:
+        """The Python twin of ``CheckQuerySet.due`` for one (maybe unsaved) row."""
+        now = now or timezone.now()
+        return (
+            self.is_active
+            and (self.next_due_at is None or self.next_due_at <= now)
+            and (self.claimed_until is None or self.claimed_until < now)
+        )
 
     def apply_result(self, result: TestResult) -> Transition:
         """Fold a new result into this state row and decide the alert.

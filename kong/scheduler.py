@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from kong import pool, rollups, services
-from kong.conf import kong_settings
 from kong.models import Check
+from kong.runner import Outcome
 from kong.scripts import ScriptError, mask
 
 logger = logging.getLogger("kong.scheduler")
@@ -29,43 +28,76 @@ class Scheduler:
     """
 
     def __init__(self, workers: int, *, prune: bool = True) -> None:
-        self.pool = pool.WorkerPool(
-            max(1, workers),
-            kill_grace=float(kong_settings.KILL_GRACE),
-            max_checks_per_worker=int(kong_settings.MAX_CHECKS_PER_WORKER),
-        )
-        self.token = uuid.uuid4().hex
-        self.in_flight: dict[int, tuple[Check, str]] = {}  # pk -> (check, masked script)
+        self.pool = pool.WorkerPool(max(1, workers), **services.pool_options())
+        # pk -> (check, masked script, the token of the tick that claimed it)
+        self.in_flight: dict[int, tuple[Check, str, str]] = {}
+        # Outcomes that finished but could not be recorded yet (the database
+        # was away); recorded, in order, before anything else.
+        self.unrecorded: list[tuple[Check, Outcome, str, str]] = []
         self.prune_enabled = prune
         self.pruned_on: date | None = None
 
+    @property
+    def tokens(self) -> set[str]:
+        """The claims this scheduler holds: one token per tick with checks in flight."""
+        return {token for _, _, token in self.in_flight.values()}
+
     def tick(self, now: datetime | None = None) -> list[services.CheckReport]:
         """Renew leases, then claim and start due checks for idle workers.
-        Returns reports for checks recorded at once (invalid scripts)."""
+        Returns reports for checks recorded at once (invalid scripts).
+
+        Each tick claims with a token of its own and submits only what that
+        claim returned, so a check still in flight is never started again.
+        """
+        reports = self.record_unrecorded()
         if self.in_flight:
-            services.renew_claims(self.token, now)
+            services.renew_claims(self.tokens, now)
         idle = self.pool.size - self.pool.in_flight
         if idle <= 0:
-            return []
+            return reports
         services.sync_checks()  # tests and sites added or retired since the last tick
         everything = Check.objects.select_related("test", "site", "site__type", "server")
-        reports = []
-        for check in services.claim_due(everything, now=now, limit=idle, token=self.token):
+        token = services.new_token()
+        for check in services.claim_due(everything, now=now, limit=idle, token=token):
+            if check.pk in self.in_flight:  # never twice, whatever the database says
+                continue
             try:
                 job = services.build_job(check)
             except ScriptError as error:
-                reports.append(services.report_for(check, services.record(check, services.invalid_outcome(error))))
+                self.keep(check, services.invalid_outcome(error), "", token)
                 continue
-            self.in_flight[check.pk] = (check, mask(job.script.source, list(job.secrets)))
+            self.in_flight[check.pk] = (check, mask(job.script.source, list(job.secrets)), token)
             self.pool.submit(job)
-        return reports
+        return reports + self.record_unrecorded()
 
     def collect(self, timeout: float) -> list[services.CheckReport]:
-        """Wait up to ``timeout`` seconds for checks to finish; record them."""
-        reports = []
+        """Wait up to ``timeout`` seconds for checks to finish; record them
+        (and any outcome held back while the database was away)."""
+        if not self.pool.in_flight:
+            time.sleep(timeout)  # nothing to wait for: do not spin
         for job, outcome in self.pool.poll(timeout):
-            check, source = self.in_flight.pop(job.key)
-            reports.append(services.report_for(check, services.record(check, outcome, source=source)))
+            entry = self.in_flight.pop(job.key, None)
+            if entry is None:  # not ours to record; never crash the loop over it
+                logger.error("kong_scheduler: an outcome for check %s that is not in flight", job.key)
+                continue
+            check, source, token = entry
+            self.keep(check, outcome, source, token)
+        return self.record_unrecorded()
+
+    def keep(self, check: Check, outcome: Outcome, source: str, token: str) -> None:
+        self.unrecorded.append((check, outcome, source, token))
+
+    def record_unrecorded(self) -> list[services.CheckReport]:
+        """Record held outcomes, oldest first. On a database error the rest
+        stay held and the error propagates (the loop logs it and retries).
+        Recording is idempotent per claim, so a retry never stores twice."""
+        reports = []
+        while self.unrecorded:
+            check, outcome, source, token = self.unrecorded[0]
+            result = services.record(check, outcome, source=source, token=token)
+            self.unrecorded.pop(0)
+            if result is not None:
+                reports.append(services.report_for(check, result))
         return reports
 
     def prune_daily(self, now: datetime | None = None) -> rollups.PruneReport | None:
@@ -85,11 +117,17 @@ class Scheduler:
         deadline = time.monotonic() + grace
         reports: list[services.CheckReport] = []
         while self.in_flight and not hurry() and (left := deadline - time.monotonic()) > 0:
-            reports += self.collect(min(left, 0.2))
+            reports += self.collect_only(min(left, 0.2))
         self.pool.cancel()
         self.pool.close()
+        tokens = self.tokens
         self.in_flight.clear()
-        services.release_claims(self.token)
+        try:
+            reports += self.record_unrecorded()
+            for token in tokens:
+                services.release_claims(token)
+        except DatabaseError:  # the leases expire on their own
+            logger.exception("kong_scheduler: could not record or release claims while stopping")
         return reports
 
     def run(
@@ -100,8 +138,10 @@ class Scheduler:
         on_result: Callable[[services.CheckReport], None] = lambda report: None,
     ) -> None:
         """Tick every ``tick`` seconds until ``stopping()`` is true. A
-        database error is logged and retried on the next tick."""
+        database error is logged once per outage; finished outcomes are held
+        and recorded when the database is back, and the loop keeps going."""
         next_tick = 0.0
+        outage = False
         while not stopping():
             try:
                 if time.monotonic() >= next_tick:
@@ -111,8 +151,25 @@ class Scheduler:
                     self.prune_daily()
                 else:
                     reports = self.collect(min(0.5, max(0.0, next_tick - time.monotonic())))
-            except DatabaseError:
-                logger.exception("kong_scheduler: database error; retrying on the next tick")
-                reports = []
+                if outage:
+                    logger.warning("kong_scheduler: the database is back")
+                    outage = False
+            except DatabaseError as error:
+                if not outage:
+                    logger.error(
+                        "kong_scheduler: database error (%s); holding %d finished check(s), retrying",
+                        " ".join(str(error).split()),
+                        len(self.unrecorded),
+                    )
+                outage = True
+                connection.close()  # reconnect on the next try
+                reports = self.collect_only(min(0.5, max(0.0, next_tick - time.monotonic())))
             for report in reports:
                 on_result(report)
+
+    def collect_only(self, timeout: float) -> list[services.CheckReport]:
+        """``collect`` while the database is away: finished checks are held."""
+        try:
+            return self.collect(timeout)
+        except DatabaseError:
+            return []

@@ -30,6 +30,6 @@ run_check_task: Any = None
 if task is not None:
 
     @task()
-    def run_check_task(check_id: int) -> dict[str, Any]:
+    def run_check_task(check_id: int) -> dict[str, Any] | None:
         """Run and record one check; returns the plain CheckReport dict."""
         return services.run_check(check_id)

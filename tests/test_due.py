@@ -65,7 +65,8 @@ def fleet(web, sites: int, *, schedule: str = "*/10 * * * *") -> None:
 
 
 def run_due(**kwargs):
-    return services.run_checks(services.claim_due(services.select_checks()), workers=0, **kwargs)
+    token = services.new_token()
+    return services.run_checks(services.claim_due(services.select_checks(), token=token), workers=0, token=token, **kwargs)
 
 
 # -- what is due ---------------------------------------------------------------
@@ -243,14 +244,14 @@ def test_a_long_due_run_renews_its_leases_and_leaves_no_claim(web):
     web.route("/", delay=0.5)
     sites = [make_site(f"site-{n}", servername=web.host) for n in range(3)]
     make_test(body="go {{ site.url }}\ncode 200", sites=sites)
-    checks = services.claim_due(services.select_checks())
+    checks = services.claim_due(services.select_checks(), token="run")
     first_lease = Check.objects.filter(claim_token__gt="").values_list("claimed_until", flat=True)[0]
     seen: list[object] = []
 
     def after_each(report: services.CheckReport, done: int, total: int) -> None:
         seen.extend(Check.objects.filter(claim_token__gt="").values_list("claimed_until", flat=True))
 
-    services.run_checks(checks, workers=0, on_result=after_each)
+    services.run_checks(checks, workers=0, token="run", on_result=after_each)
 
     assert seen
     assert max(seen) > first_lease  # the leases still held were pushed forward

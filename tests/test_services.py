@@ -79,7 +79,7 @@ def test_per_server_tests_fan_out_over_active_servers():
     }
 
 
-def test_sync_checks_drops_checks_that_no_longer_apply_and_keeps_the_rest():
+def test_sync_checks_retires_checks_that_no_longer_apply_and_keeps_the_rest():
     news = make_type("news")
     a, b = make_site("a", type=news), make_site("b")
     test = make_test(sites=[b], types=[news])
@@ -89,13 +89,40 @@ def test_sync_checks_drops_checks_that_no_longer_apply_and_keeps_the_rest():
 
     test.sites.remove(b)
     services.sync_checks()
-    assert list(Check.objects.values_list("site__slug", flat=True)) == ["a"]
-    assert Check.objects.get().pk == kept.pk  # state survives a sync
+    assert list(Check.objects.active().values_list("site__slug", flat=True)) == ["a"]
+    assert Check.objects.active().get().pk == kept.pk  # state survives a sync
 
     a.is_live = False
     a.save()
     services.sync_checks()
-    assert not Check.objects.exists()
+    assert not Check.objects.active().exists()
+    assert Check.objects.count() == 2  # retired, not deleted
+
+
+@override_settings(KONG_MAIL_MANAGERS=True)
+@pytest.mark.django_db(transaction=True)
+def test_a_retired_check_keeps_its_streak_and_does_not_alert_again_when_revived(web, mailoutbox):
+    """Regression: sync_checks deleted the rows, so switching a test off and
+    on again lost the mute and the failure streak and mailed a new alert."""
+    web.route("/", status=500)
+    site = make_site("a", servername=web.host)
+    test = make_test(sites=[site])
+    services.run_checks(services.select_checks(), workers=0)
+    assert len(mailoutbox) == 1
+    check = Check.objects.get()
+
+    test.is_active = False
+    test.save()
+    services.sync_checks()
+    assert not Check.objects.get(pk=check.pk).is_active
+
+    test.is_active = True
+    test.save()
+    services.run_checks(services.select_checks(), workers=0)
+    revived = Check.objects.get()
+    assert revived.pk == check.pk and revived.is_active
+    assert revived.consecutive_failures == 2
+    assert len(mailoutbox) == 1  # still the same outage: no second alert
 
 
 # -- selecting -------------------------------------------------------------------

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
+from django.db import DatabaseError
 
 from kong import formats, progress, services
 from kong.conf import kong_settings
+from kong.management.nagios import EXIT_UNKNOWN, NagiosCommand
 
-EXIT_UNKNOWN = 3  # Nagios UNKNOWN: Kong could not run
 
-
-class Command(BaseCommand):
+class Command(NagiosCommand):
     help = "Run twill smoke tests against the fleet. Exit 0 all passed, 2 any failed, 3 could not run."
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-
-        def error(message: str) -> None:
-            # argparse exits 2, which means "a check failed" to Nagios and cron.
-            if not parser.called_from_command_line:
-                raise CommandError(message, returncode=EXIT_UNKNOWN)
-            parser.print_usage(sys.stderr)
-            sys.stderr.write(f"{parser.prog}: error: {message}\n")
-            sys.exit(EXIT_UNKNOWN)
-
-        parser.error = error  # type: ignore[method-assign]
-        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("-t", "--test", action="append", default=[], help="test slug (repeatable)")
@@ -52,37 +39,49 @@ class Command(BaseCommand):
             raise CommandError("--timeout must be positive", returncode=EXIT_UNKNOWN)
         if options["junit_xml"] and not options["junit_xml"].parent.is_dir():  # fail before running
             raise CommandError(f"--junit-xml: no folder {options['junit_xml'].parent}", returncode=EXIT_UNKNOWN)
-        running = not (options["list"] or options["dry_run"])
         try:
-            checks: Any = services.select_checks(
-                tests=options["test"], sites=options["site"], types=options["type"], servers=options["server"]
-            )
-            if options["due"]:  # claim only what this process will really run
-                checks = services.claim_due(checks) if running else checks.due()
-            elif not checks.exists():
-                raise services.KongError("nothing to check: no active test applies to a live site")
+            code = self.check_sites(options)
         except services.KongError as error:
             raise CommandError(str(error), returncode=EXIT_UNKNOWN) from error
-        if options["list"]:
-            for check in checks:
-                self.stdout.write(formats.list_line(check))
-        elif options["dry_run"]:
-            problems = services.dry_run(checks)
+        except DatabaseError as error:
+            raise CommandError(services.explain_database_error(error), returncode=EXIT_UNKNOWN) from error
+        except BrokenPipeError:  # `check_sites | head`: every result is recorded; stop printing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = EXIT_UNKNOWN
+        if code:
+            sys.exit(code)
+
+    def check_sites(self, options: dict[str, Any]) -> int:
+        """Run (or list, or dry-run) the selection; returns the exit code."""
+        selectors = {key: options[key[:-1]] for key in ("tests", "sites", "types", "servers")}
+        if options["list"] or options["dry_run"]:  # read only: nothing is written
+            planned = services.preview_checks(**selectors, due=options["due"])
+            if options["list"]:
+                for check in planned:
+                    self.stdout.write(formats.list_line(check))
+                return 0
+            problems = services.dry_run(planned)
             for check, problem in problems:
                 self.stdout.write(formats.dry_run_line(check, problem))
-            if any(problem for _, problem in problems):
-                sys.exit(2)
-        else:
-            report = services.run_checks(
-                checks, workers=options["workers"], timeout=options["timeout"], on_result=self.progress(options)
-            )
-            verbose, tty = options["verbosity"] > 1, self.stdout.isatty()
-            for line in formats.render(report, options["format"], quiet=options["quiet"], verbose=verbose, tty=tty):
-                self.stdout.write(line)
-            if options["junit_xml"]:
-                options["junit_xml"].write_bytes(formats.as_junit(report))
-            if report.exit_code:
-                sys.exit(report.exit_code)
+            return 2 if any(problem for _, problem in problems) else 0
+        checks = services.select_checks(**selectors)
+        token = ""
+        if options["due"]:  # claim only what this process will really run
+            token = services.new_token()
+            checks = services.claim_due(checks, token=token)
+        elif not checks.exists():
+            raise services.KongError("nothing to check: no active test applies to a live site")
+        report = services.run_checks(
+            checks, workers=options["workers"], timeout=options["timeout"], token=token,
+            on_result=self.progress(options),
+        )  # fmt: skip
+        verbose, tty = options["verbosity"] > 1, self.stdout.isatty()
+        for line in formats.render(report, options["format"], quiet=options["quiet"], verbose=verbose, tty=tty):
+            self.stdout.write(line)
+        self.stdout.flush()
+        if options["junit_xml"]:
+            options["junit_xml"].write_bytes(formats.as_junit(report))
+        return report.exit_code
 
     def progress(self, options: dict[str, Any]) -> Any:
         """Failures as they happen, plus a bar with a count and ETA on a terminal; text format only."""
