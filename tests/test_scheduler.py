@@ -242,3 +242,75 @@ def test_a_tick_picks_up_tests_added_since_the_last_one(web):
     finally:
         scheduler.shutdown(0)
     assert [(report.test, report.site) for report in reports] == [("search", "site0")]
+
+
+# -- regressions: checks slower than the tick, and database outages ---------------
+
+
+@pytest.mark.django_db
+def test_a_tick_never_starts_a_check_that_is_still_in_flight(web):
+    """Regression: claim_due returned every row holding the scheduler's one
+    token, so each tick with an idle worker submitted the checks in flight
+    again, and the second copy's outcome crashed the loop with KeyError."""
+    fleet(web, 1, delay=1.5)  # slower than the ticks below
+    scheduler = Scheduler(3, prune=False)
+    try:
+        scheduler.tick()
+        scheduler.tick()  # two idle workers: nothing new is due
+        scheduler.tick()
+        assert len(scheduler.in_flight) == 1
+        assert scheduler.pool.in_flight == 1
+        reports = drain(scheduler)
+        for _ in range(5):  # a second copy, had one started, would land now
+            reports += scheduler.collect(0.3)
+    finally:
+        scheduler.shutdown(0)
+    assert len(reports) == 1
+    assert web.hits["/"] == 1
+    assert TestResult.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outcomes_are_held_while_the_database_is_locked_and_recorded_once_it_is_back(web, tmp_path):
+    """Regression: a database error while recording dropped the finished checks."""
+    if ON_POSTGRES:
+        pytest.skip("the SQLite variant; PostgreSQL has its own below")
+    import sqlite3
+
+    fleet(web, 2)
+    scheduler = Scheduler(2, prune=False)
+    blocker = sqlite3.connect(str(connection.settings_dict["NAME"]), isolation_level=None)
+    try:
+        scheduler.tick()
+        connection.ensure_connection()
+        connection.connection.execute("PRAGMA busy_timeout = 200")
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+        held: list[services.CheckReport] = []
+        deadline = time.monotonic() + 60
+        while scheduler.in_flight and time.monotonic() < deadline:
+            held += scheduler.collect_only(0.5)
+        assert held == []
+        assert len(scheduler.unrecorded) == 2
+        blocker.execute("ROLLBACK")  # the database is back
+        reports = scheduler.collect(0)
+    finally:
+        blocker.close()
+        scheduler.shutdown(0)
+    assert len(reports) == 2
+    assert TestResult.objects.count() == 2
+    assert_nothing_half_written()
+
+
+@pytest.mark.django_db
+def test_a_result_is_recorded_at_most_once_even_when_recording_is_retried(web):
+    fleet(web, 1)
+    scheduler = Scheduler(1, prune=False)
+    try:
+        scheduler.tick()
+        (check, source, token), = scheduler.in_flight.values()
+        drain(scheduler)
+    finally:
+        scheduler.shutdown(0)
+    outcome = services.invalid_outcome(services.ScriptError("late copy"))
+    assert services.record(check, outcome, source=source, token=token) is None  # the claim is gone
+    assert TestResult.objects.count() == 1

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -369,3 +374,88 @@ def test_with_safe_mode_off_full_twill_runs(web):
     assert "the answer is 42" in TestResult.objects.get().content
     report = services.run_checks(services.select_checks(), workers=0)  # safe mode is back
     assert report.results[0].reason.startswith("invalid script: line 1: 'run' executes Python code")
+
+
+# -- regressions: recording once, claims that belong to their token ---------------
+
+
+def test_a_closed_stdout_mid_run_still_records_each_result_once(web):
+    """Regression: a batch was recorded, then the progress callback raised
+    (``check_sites | head``) before the batch was cleared, and the ``finally``
+    recorded the same batch again: two rows and a doubled failure streak."""
+    web.route("/", status=500)
+    sites = [make_site(f"s{n}", servername=web.host) for n in range(3)]
+    make_test(sites=sites)
+
+    def closed_stdout(report: services.CheckReport, done: int, total: int) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        services.run_checks(services.select_checks(), workers=0, on_result=closed_stdout)
+    assert TestResult.objects.count() == 3
+    assert sorted(Check.objects.values_list("consecutive_failures", flat=True)) == [1, 1, 1]
+
+
+def test_recording_clears_only_the_recorders_own_claim(web):
+    """Regression: recording cleared claimed_until/claim_token whoever held
+    them, so a run whose lease had expired wiped the claim of the run that
+    took the check over, and recorded a second result for the slot."""
+    site = make_site("a", servername=web.host)
+    make_test(sites=[site])
+    now = timezone.now()
+    first = services.claim_due(services.select_checks(), now=now, token="first")
+    check = first.get()
+    later = now + timedelta(seconds=10 * 60)  # the first run's lease has expired...
+    assert services.claim_due(services.select_checks(), now=later, token="second").count() == 1
+
+    report = services.run_checks([check], workers=0, token="first")  # ...and it finishes late
+
+    assert report.results == []
+    assert TestResult.objects.count() == 0
+    assert Check.objects.get().claim_token == "second"
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(KONG_CLAIM_LEASE=1)
+def test_a_run_renews_its_leases_on_a_timer_while_one_long_check_runs(web):
+    """Regression: leases were renewed only when results were written, so a
+    check longer than the lease could be claimed again by an overlapping run."""
+    site = make_site("a", servername=web.host)
+    make_test(sites=[site], timeout=30)
+    claimed_by_another: list[int] = []
+
+    def meanwhile(request: object) -> None:
+        def claim() -> None:
+            try:
+                other = services.claim_due(Check.objects.all(), token="another")
+                claimed_by_another.append(other.count())
+            finally:
+                connection.close()
+
+        timer = threading.Timer(2.5, claim)
+        timer.start()
+        timers.append(timer)
+
+    timers: list[threading.Timer] = []
+    web.route("/", delay=4, on_request=meanwhile)
+    token = services.new_token()
+    report = services.run_checks(services.claim_due(services.select_checks(), token=token), workers=1, token=token)
+    for timer in timers:
+        timer.join()
+    assert claimed_by_another == [0]
+    assert [result.status for result in report.results] == ["passed"]
+    assert TestResult.objects.count() == 1
+
+
+def test_list_and_dry_run_write_nothing(web):
+    """Regression: --list and --dry-run synced Check rows into the database."""
+    site = make_site("a", servername=web.host)
+    make_test(sites=[site], body="go {{ site.url }}\nbogus")
+    out = StringIO()
+    call_command("check_sites", "--list", stdout=out)
+    assert "a/front-page" in out.getvalue()
+    with pytest.raises(SystemExit):
+        call_command("check_sites", "--dry-run", stdout=out)
+    call_command("check_sites", "--list", "--due", stdout=out)
+    assert Check.objects.count() == 0
+    assert TestResult.objects.count() == 0
