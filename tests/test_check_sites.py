@@ -427,3 +427,42 @@ def test_a_due_run_with_nothing_due_prints_nothing_so_cron_stays_quiet(web, caps
     call_command("check_sites", "--due", "--workers", "0")  # nothing is due a second time
 
     assert capsys.readouterr().out == ""
+
+
+# -- the database is away ---------------------------------------------------------------
+
+
+def check_sites_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **env}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "django", "check_sites", "--settings=tests.settings", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def assert_one_line_exit_3(run: subprocess.CompletedProcess[str], words: str) -> None:
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert words in lines[0]
+
+
+@pytest.mark.parametrize("args", [[], ["--due"], ["--list"], ["--dry-run"]])
+def test_exit_3_with_one_line_when_the_sqlite_database_cannot_be_opened(tmp_path, args):
+    """Regression: the command exited 1 with a traceback, which Nagios reads as WARNING."""
+    run = check_sites_with({"KONG_SQLITE_PATH": str(tmp_path / "no-such-folder" / "kong.sqlite3")}, *args)
+    assert_one_line_exit_3(run, "cannot use the database: unable to open database file")
+
+
+@pytest.mark.parametrize("args", [[], ["--due"]])
+def test_exit_3_with_one_line_on_a_database_without_kong_tables(tmp_path, args):
+    run = check_sites_with({"KONG_SQLITE_PATH": str(tmp_path / "empty.sqlite3")}, *args)
+    assert_one_line_exit_3(run, "run manage.py migrate")
+
+
+@pytest.mark.postgres
+def test_exit_3_with_one_line_when_postgresql_is_unreachable():
+    run = check_sites_with({"KONG_TEST_DATABASE": "postgres", "PGPORT": str(closed_port())})
+    assert_one_line_exit_3(run, "cannot use the database: connection failed")
