@@ -14,16 +14,31 @@ check`` (and at deploy) instead of as a crash in the 3 a.m. cron run:
 - ``kong.W001``: mail is on but ``KONG_BASE_URL`` is empty, so mails cannot link to results;
 - ``kong.W002``: mail is on but ``MANAGERS``/``ADMINS`` (whichever is on) is empty;
 - ``kong.W010``: ``KONG_CLAIM_LEASE`` is shorter than a check may run, so an
-  overlapping ``check_sites --due`` could claim a check that is still running.
+  overlapping ``check_sites --due`` could claim a check that is still running
+  (with ``check --database``: also against each active test's own timeout);
+- ``kong.W011``: ``check --database``: Kong's migrations are not all applied
+  (silent during ``migrate`` itself, which is about to apply them);
+- ``kong.E013``: ``check --database``: Kong cannot read its tables;
+- ``kong.W012``: Kong's database is a SQLite file whose transactions do not
+  take the write lock up front (``"transaction_mode": "IMMEDIATE"``);
+- ``kong.W013``: Kong's database is a SQLite file not in WAL mode.
+
+The checks tagged ``database`` run only with ``manage.py check --database``
+(and ``migrate``, which passes its database); they must work on a fresh,
+unmigrated database, so they look at the migration state before any table.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router
+from django.db.models import Max
 from django.utils.module_loading import import_string
 
 from kong import schedule
@@ -54,19 +69,96 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         *_retention(),
         *_lease(),
         *_mail(),
+        *_sqlite(),
     ]
 
 
 @register(Tags.database)
-def check_stored_schedules(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E010 for each test whose stored schedule is unusable; runs only with
-    ``manage.py check --database`` (it reads the database)."""
-    if not databases:
-        return []
+def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The problems stored in Kong's tables; runs only with ``manage.py check
+    --database`` (it reads the database). W011 instead when Kong's migrations
+    are not all applied, E013 when the database cannot be read."""
+    from kong.models import Test
+
+    messages: list[CheckMessage] = []
+    for alias in databases or ():
+        if not router.allow_migrate_model(alias, Test):
+            continue
+        try:
+            pending = pending_migrations(alias)
+            if pending:
+                if not _running_migrate():
+                    messages.append(_not_migrated(alias, pending))
+                continue
+            messages += _stored_schedules(alias)
+            messages += _stored_timeouts(alias)
+        except DatabaseError as error:
+            messages.append(
+                Error(
+                    f"Kong cannot read database {alias!r}: {_first_line(error)}",
+                    hint=f"Check settings.DATABASES[{alias!r}] and that the database server is running.",
+                    id="kong.E013",
+                )
+            )
+    return messages
+
+
+def pending_migrations(using: str = DEFAULT_DB_ALIAS) -> list[str]:
+    """The names of Kong's migrations not yet applied to database ``using``
+    (all of them on a fresh database), oldest first. Reads the migration
+    table only, so it works before ``migrate``; raises DatabaseError when the
+    database cannot be reached."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[using])
+    targets = [key for key in executor.loader.graph.leaf_nodes() if key[0] == "kong"]
+    return [
+        migration.name for migration, _ in executor.migration_plan(targets) if migration.app_label == "kong"
+    ]
+
+
+def longest_check_seconds(timeout: float | None = None, *, using: str | None = None) -> float:
+    """The longest one check may run, in seconds, the kill grace included:
+    what ``KONG_CLAIM_LEASE`` must cover so that a claim never expires while
+    its check still runs.
+
+    ``timeout`` is a run's own limit (``check_sites --timeout``), which
+    replaces every test's; without it, the largest of ``KONG_CHECK_TIMEOUT``
+    and the active tests' own timeouts. Reads the database (raises
+    DatabaseError when it cannot)."""
+    from kong.models import Test
+
+    grace = float(kong_settings.KILL_GRACE)
+    if timeout:
+        return float(timeout) + grace
+    tests = Test.objects.using(using) if using else Test.objects.all()
+    longest = tests.filter(is_active=True).aggregate(longest=Max("timeout"))["longest"] or 0
+    return max(float(kong_settings.CHECK_TIMEOUT), float(longest)) + grace
+
+
+def _running_migrate() -> bool:
+    # `migrate` runs the database checks before it migrates: telling the
+    # operator to run the command they are running would only confuse.
+    return sys.argv[1:2] == ["migrate"]
+
+
+def _not_migrated(alias: str, pending: list[str]) -> CheckMessage:
+    shown = ", ".join(pending[:3]) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
+    return Warning(
+        f"Kong's tables in database {alias!r} are missing or out of date: "
+        f"{len(pending)} migration{'s' if len(pending) != 1 else ''} not applied ({shown}).",
+        hint=f"Run manage.py migrate --database {alias}. Kong's commands cannot run until then.",
+        id="kong.W011",
+    )
+
+
+def _stored_schedules(alias: str) -> list[CheckMessage]:
+    """E010 for each test whose stored schedule is unusable (``Test.save``
+    refuses one, but a raw ``update()`` or ``loaddata`` can store it)."""
     from kong.models import Test
 
     errors: list[CheckMessage] = []
-    for slug, expression in Test.objects.values_list("slug", "schedule").order_by("slug"):
+    for slug, expression in Test.objects.using(alias).values_list("slug", "schedule").order_by("slug"):
         try:
             schedule.validate_schedule(expression)
         except schedule.ScheduleError as error:
@@ -78,6 +170,41 @@ def check_stored_schedules(app_configs: Any = None, databases: Any = None, **kwa
                 )
             )
     return errors
+
+
+def _stored_timeouts(alias: str) -> list[CheckMessage]:
+    """W010 when an active test's own timeout outlasts the claim lease; the
+    settings-only W010 already covers ``KONG_CHECK_TIMEOUT``."""
+    from kong.models import Test
+
+    lease, timeout, grace = kong_settings.CLAIM_LEASE, kong_settings.CHECK_TIMEOUT, kong_settings.KILL_GRACE
+    if not _all_numbers(lease, timeout, grace) or lease < timeout + grace:
+        return []  # E001 or the settings-only W010 says it already
+    too_long = list(
+        Test.objects.using(alias)
+        .filter(is_active=True, timeout__gt=max(timeout, lease - grace))
+        .order_by("-timeout", "slug")
+        .values_list("slug", "timeout")
+    )
+    if not too_long:
+        return []
+    longest = too_long[0][1] + grace
+    names = ", ".join(f"{slug!r} ({seconds} s)" for slug, seconds in too_long[:5])
+    more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+    return [
+        Warning(
+            f"KONG_CLAIM_LEASE ({lease:g} s) is shorter than a check may run: the timeout of "
+            f"test{'s' if len(too_long) > 1 else ''} {names}{more} plus KONG_KILL_GRACE ({grace:g} s).",
+            hint=f"A claim can expire while its check still runs, and an overlapping check_sites --due "
+            f"would run it again. Raise KONG_CLAIM_LEASE to at least {longest:g}, or lower those timeouts.",
+            id="kong.W010",
+        )
+    ]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _numbers() -> list[CheckMessage]:
@@ -179,8 +306,7 @@ def _retention() -> list[CheckMessage]:
 
 def _lease() -> list[CheckMessage]:
     lease, timeout, grace = kong_settings.CLAIM_LEASE, kong_settings.CHECK_TIMEOUT, kong_settings.KILL_GRACE
-    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (lease, timeout, grace))
-    if not numbers or lease >= timeout + grace:
+    if not _all_numbers(lease, timeout, grace) or lease >= timeout + grace:
         return []  # E001 reports values that are not numbers
     return [
         Warning(
@@ -191,6 +317,66 @@ def _lease() -> list[CheckMessage]:
             id="kong.W010",
         )
     ]
+
+
+def _sqlite() -> list[CheckMessage]:
+    from kong.models import TestResult
+
+    alias = router.db_for_write(TestResult)
+    connection = connections[alias]
+    name = str(connection.settings_dict.get("NAME") or "")
+    if connection.vendor != "sqlite" or name in ("", ":memory:") or "mode=memory" in name:
+        return []  # an in-memory database has one connection: nothing to lock against
+    return sqlite_file_problems(alias, connection.settings_dict)
+
+
+# "PRAGMA journal_mode=WAL", any case and spacing, quoted or not.
+WAL_COMMAND = re.compile(r"journal_mode\s*=\s*['\"]?wal\b", re.IGNORECASE)
+
+
+def sqlite_file_problems(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessage]:
+    """W012 and W013 for a SQLite database file that concurrent writers
+    (check_sites, kong_scheduler, the admin) would find locked."""
+    options = settings_dict.get("OPTIONS") or {}
+    where = f'DATABASES["{alias}"]["OPTIONS"]'
+    problems: list[CheckMessage] = []
+    if str(options.get("transaction_mode") or "").upper() != "IMMEDIATE":
+        problems.append(
+            Warning(
+                f"Kong's database {alias!r} is a SQLite file whose transactions take the write lock only "
+                "when they first write, so concurrent writers can fail at once with 'database is locked'.",
+                hint=f'Set {where}["transaction_mode"] = "IMMEDIATE", and "timeout": 20 (seconds a writer waits).',
+                id="kong.W012",
+            )
+        )
+    if not WAL_COMMAND.search(str(options.get("init_command") or "")) and not _wal_file(
+        settings_dict["NAME"]
+    ):
+        problems.append(
+            Warning(
+                f"Kong's database {alias!r} is a SQLite file not in WAL mode, so readers (the dashboard) "
+                "block writers and a run can fail with 'database is locked'.",
+                hint=f'Set {where}["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" '
+                "(WAL needs a local disk, not a network file system).",
+                id="kong.W013",
+            )
+        )
+    return problems
+
+
+def _wal_file(name: object) -> bool:
+    """Whether the SQLite file ``name`` is in WAL mode, which persists in the
+    file: its header's read and write versions are 2 (1: rollback journal)."""
+    try:
+        with Path(str(name)).open("rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+
+
+def _all_numbers(*values: object) -> bool:
+    return all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
 
 
 def _mail() -> list[CheckMessage]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
-from django.core.checks import run_checks
+from django.core.checks import CheckMessage, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from kong.system_checks import check_settings
+from kong.system_checks import check_settings, longest_check_seconds, pending_migrations, sqlite_file_problems
 
 
 def ids(**settings: object) -> list[str]:
@@ -127,3 +130,83 @@ def test_e012_accepts_none_zero_and_days(value):
 def test_w010_a_claim_lease_shorter_than_a_check():
     assert ids(KONG_CLAIM_LEASE=30) == ["kong.W010"]  # default check timeout 60 + grace 5
     assert ids(KONG_CLAIM_LEASE=30, KONG_CHECK_TIMEOUT=20, KONG_KILL_GRACE=5) == []
+
+
+def database_ids(message_id: str) -> list[CheckMessage]:
+    return [message for message in run_checks(databases=["default"]) if message.id == message_id]
+
+
+@pytest.mark.django_db
+def test_w010_with_check_database_weighs_each_active_tests_own_timeout():
+    from tests.factories import make_test
+
+    make_test("quick", timeout=30)
+    make_test("slow", timeout=600)
+    make_test("retired", timeout=900, is_active=False)
+    with override_settings(KONG_CLAIM_LEASE=300):
+        assert ids() == []  # the settings alone are fine: 60 + 5 <= 300
+        (warning,) = database_ids("kong.W010")
+    assert warning.msg == (
+        "KONG_CLAIM_LEASE (300 s) is shorter than a check may run: "
+        "the timeout of test 'slow' (600 s) plus KONG_KILL_GRACE (5 s)."
+    )
+    assert "at least 605" in warning.hint
+    with override_settings(KONG_CLAIM_LEASE=605):
+        assert database_ids("kong.W010") == []
+    with override_settings(KONG_CLAIM_LEASE=30):  # the settings-only W010 says it, once
+        assert [message.msg for message in database_ids("kong.W010")] == [check_settings()[0].msg]
+
+
+@pytest.mark.django_db
+def test_longest_check_seconds_is_what_the_claim_lease_must_cover():
+    from tests.factories import make_test
+
+    assert longest_check_seconds() == 65  # KONG_CHECK_TIMEOUT 60 + KONG_KILL_GRACE 5
+    make_test("quick", timeout=30)
+    assert longest_check_seconds() == 65
+    make_test("retired", timeout=900, is_active=False)
+    make_test("slow", timeout=600)
+    assert longest_check_seconds() == 605
+    assert longest_check_seconds(10) == 15  # check_sites --timeout replaces every test's own
+    with override_settings(KONG_KILL_GRACE=0, KONG_CHECK_TIMEOUT=1000):
+        assert longest_check_seconds() == 1000
+
+
+@pytest.mark.django_db
+def test_w011_is_silent_on_a_migrated_database():
+    assert pending_migrations() == []
+    assert database_ids("kong.W011") == []
+
+
+SQLITE_FILE = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/nonexistent/kong.sqlite3"}
+RECOMMENDED = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+
+
+def sqlite_ids(**options: object) -> list[str]:
+    return [message.id for message in sqlite_file_problems("default", {**SQLITE_FILE, "OPTIONS": options})]
+
+
+def test_w012_w013_a_sqlite_file_needs_wal_and_immediate_transactions():
+    assert sqlite_ids() == ["kong.W012", "kong.W013"]
+    assert sqlite_ids(**RECOMMENDED) == []
+    assert sqlite_ids(transaction_mode="immediate", init_command="pragma journal_mode = 'wal'") == []
+    assert sqlite_ids(transaction_mode="EXCLUSIVE", init_command=RECOMMENDED["init_command"]) == ["kong.W012"]
+    assert sqlite_ids(transaction_mode="IMMEDIATE", init_command="PRAGMA synchronous=NORMAL") == ["kong.W013"]
+    (w012, w013) = sqlite_file_problems("default", {**SQLITE_FILE, "OPTIONS": {}})
+    assert 'DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"' in w012.hint
+    assert "PRAGMA journal_mode=WAL" in w013.hint
+
+
+def test_w013_trusts_a_file_already_in_wal_mode(tmp_path):
+    # WAL is a property of the file: an operator may have set it once, by hand.
+    for mode, expected in (("wal", []), ("delete", ["kong.W013"])):
+        path = tmp_path / f"{mode}.sqlite3"
+        with closing(sqlite3.connect(path)) as database:
+            database.execute(f"PRAGMA journal_mode={mode}")
+            database.execute("CREATE TABLE t (x)")
+        settings_dict = {**SQLITE_FILE, "NAME": str(path), "OPTIONS": {"transaction_mode": "IMMEDIATE"}}
+        assert [message.id for message in sqlite_file_problems("default", settings_dict)] == expected

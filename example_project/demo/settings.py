@@ -62,6 +62,15 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("KONG_DEMO_DB") or str(BASE_DIR / "demo.sqlite3"),
+        # check_sites, kong_scheduler, run-now and the admin all write: WAL lets
+        # the dashboard read while they do, IMMEDIATE makes writers queue for
+        # the lock (up to `timeout` seconds) instead of failing with "database
+        # is locked" (kong.W012, kong.W013).
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
