@@ -20,8 +20,13 @@ Keeping workers small and cheap to start:
 Three timeout layers protect a run: httpx's per-request timeout and the
 soft alarm live in ``kong.runner``; here the parent SIGKILLs a worker that
 overruns its check's timeout by ``kill_grace`` seconds and replaces it. A
-worker that dies for any reason yields a ``crashed`` outcome, and the run
-goes on.
+worker that dies while running a check yields a ``crashed`` outcome, and the
+run goes on. A worker that died while idle, or before it began its check, is
+replaced and the check goes to a fresh worker: it is not that check's fault.
+Each worker's address space is capped (``memory_limit`` beyond what it
+inherits, RLIMIT_AS), so a runaway page or script ends in a MemoryError
+inside that worker, never in the host's OOM killer. When no worker can be forked at all (EAGAIN,
+ENOMEM), the checks end as ``error`` outcomes instead of the run raising.
 
 Workers never touch the database: they receive plain ``Job`` objects and
 send back plain ``Outcome`` objects; the parent records them.
@@ -30,9 +35,12 @@ send back plain ``Outcome`` objects; the parent records them.
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import os
+import resource
 import signal
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +56,13 @@ _fork = multiprocessing.get_context("fork")
 # How much lower the workers' CPU priority is than the parent's (see _worker_main).
 WORKER_NICENESS = 5
 
+# How many fresh workers a check may go through that die before it begins,
+# before it is given up as an error (a worker that cannot even start).
+MAX_START_ATTEMPTS = 3
+
+# ``memory_limit`` default: read KONG_WORKER_MEMORY_LIMIT when the pool is made.
+FROM_SETTINGS: Any = object()
+
 
 class _ForkedProcess:
     """The slice of ``multiprocessing.Process`` the pool needs, on a bare
@@ -60,8 +75,15 @@ class _ForkedProcess:
     """
 
     def __init__(self, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+        """Fork and run ``target(*args)`` in the child. Raises OSError when
+        the fork fails (EAGAIN, ENOMEM), leaking no descriptor."""
         sentinel, held_by_child = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(sentinel)
+            os.close(held_by_child)
+            raise
         if pid == 0:  # the worker: never return into the parent's code
             code = 1
             try:
@@ -112,14 +134,26 @@ class _ForkedProcess:
 class _Worker:
     process: _ForkedProcess
     conn: Connection
+    # A page shared with the worker, where it counts the jobs it has taken
+    # from its pipe: it tells a check that never began from one that crashed.
+    began: mmap.mmap
     job: Job | None = None
     started: float = 0.0
     deadline: float = 0.0
+    sent: int = 0
     done: int = 0
     pid: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.pid = self.process.pid
+
+    def began_its_job(self) -> bool:
+        """Whether the worker took its current job from the pipe."""
+        return _read_count(self.began) >= self.sent
+
+
+def _read_count(page: mmap.mmap) -> int:
+    return int(struct.unpack_from("Q", page, 0)[0])
 
 
 class WorkerPool:
@@ -141,15 +175,24 @@ class WorkerPool:
         *,
         kill_grace: float = 5.0,
         max_checks_per_worker: int = 0,
+        memory_limit: int | None = FROM_SETTINGS,
     ) -> None:
+        """``memory_limit``: the bytes of address space each worker may map
+        beyond what it inherits at fork (RLIMIT_AS); 0 or None for no limit;
+        by default KONG_WORKER_MEMORY_LIMIT."""
         if size < 1:
             raise ValueError("a pool needs at least one worker")
         self.size = size
         self.kill_grace = kill_grace
         self.max_checks_per_worker = max_checks_per_worker
+        self.memory_limit = _memory_limit_setting() if memory_limit is FROM_SETTINGS else (memory_limit or 0)
         self.workers: list[_Worker] = []
         self.pending: deque[Job] = deque()
         self.spawned = 0
+        # Checks that ended without a worker (none could start), for the next poll.
+        self.finished: list[tuple[Job, Outcome]] = []
+        # id(job) -> how many workers died before beginning it.
+        self._start_failures: dict[int, int] = {}
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -160,7 +203,7 @@ class WorkerPool:
     @property
     def in_flight(self) -> int:
         """Jobs submitted and not yet returned by ``poll``."""
-        return len(self.pending) + len(self._busy())
+        return len(self.pending) + len(self._busy()) + len(self.finished)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]:
         self.pending.extend(jobs)
@@ -182,10 +225,12 @@ class WorkerPool:
         finished, including timeouts and crashes. Returns at once when
         nothing is in flight."""
         self._dispatch()
-        if not self._busy():
-            return []
-        finished = list(self._collect(timeout))
-        self._dispatch()
+        finished, self.finished = self.finished, []
+        if self._busy():
+            finished.extend(self._collect(0 if finished else timeout))
+            self._dispatch()
+        finished.extend(self.finished)
+        self.finished = []
         return finished
 
     def cancel(self) -> list[Job]:
@@ -196,6 +241,7 @@ class WorkerPool:
             self._kill(worker)
         dropped.extend(self.pending)
         self.pending.clear()
+        self._start_failures.clear()
         return dropped
 
     def close(self) -> None:
@@ -224,10 +270,15 @@ class WorkerPool:
         return [worker for worker in self.workers if worker.job is not None]
 
     def _dispatch(self) -> None:
-        for worker in self.workers:
+        for worker in list(self.workers):
             if not self.pending:
                 return
             if worker.job is None:
+                if not worker.process.is_alive():
+                    # It died while idle (the OOM killer, an admin): replace it
+                    # rather than blame the next, unrelated check.
+                    self._discard(worker)
+                    continue
                 self._assign(worker, self.pending.popleft())
         wanted = min(len(self.pending), self.size - len(self.workers))
         if wanted > 0:
@@ -237,10 +288,26 @@ class WorkerPool:
         worker.job = job
         worker.started = time.monotonic()
         worker.deadline = worker.started + job.timeout + self.kill_grace
+        worker.sent += 1
         try:
             worker.conn.send(job)
         except (BrokenPipeError, EOFError, OSError):
-            pass  # the worker is gone; _collect sees its sentinel and reports it
+            # Gone before the check began: a fresh worker takes it.
+            self._kill(worker)
+            self._requeue(job, "its worker process had exited")
+
+    def _requeue(self, job: Job, why: str) -> None:
+        """Put ``job``, which never began, back at the head of the queue,
+        unless workers keep dying before beginning it: then it ends as an
+        error."""
+        failures = self._start_failures.get(id(job), 0) + 1
+        self._start_failures[id(job)] = failures
+        if failures < MAX_START_ATTEMPTS:
+            self.pending.appendleft(job)
+            return
+        self._start_failures.pop(id(job), None)
+        reason = f"could not start the check: {why} before it began, {failures} times"
+        self.finished.append((job, Outcome("error", 0, reason)))
 
     def _collect(self, timeout: float | None) -> Iterator[tuple[Job, Outcome]]:
         busy = self._busy()
@@ -254,6 +321,8 @@ class WorkerPool:
             assert job is not None
             if worker.conn in ready or worker.process.sentinel in ready:
                 outcome = self._receive(worker)
+                if outcome is None:  # the worker died before it began the check
+                    continue
             elif now >= worker.deadline:
                 self._kill(worker)
                 outcome = Outcome(
@@ -266,11 +335,15 @@ class WorkerPool:
             outcome.duration_ms = round(outcome.duration_ms, 1)
             worker.job = None
             worker.done += 1
+            self._start_failures.pop(id(job), None)
             if self.max_checks_per_worker and worker.done >= self.max_checks_per_worker:
                 self._retire(worker)
             yield job, outcome
 
-    def _receive(self, worker: _Worker) -> Outcome:
+    def _receive(self, worker: _Worker) -> Outcome | None:
+        """The outcome ``worker`` sent; a ``crashed`` one when it died or
+        broke its pipe mid-check; None when it died before it began the
+        check, which is then queued again."""
         try:
             if worker.conn.poll():
                 outcome = worker.conn.recv()
@@ -278,6 +351,11 @@ class WorkerPool:
                     return outcome
         except (EOFError, OSError):
             pass
+        job = worker.job
+        if job is not None and not worker.began_its_job():
+            self._kill(worker)
+            self._requeue(job, f"the worker process {self._how(worker)}")
+            return None
         worker.process.join(1)
         code = worker.process.exitcode
         if code is None:  # alive but its pipe is broken or garbled: never leave an orphan
@@ -285,32 +363,67 @@ class WorkerPool:
             code = worker.process.exitcode
         else:
             self._discard(worker)
-        if code is not None and code < 0:
-            how = f"was killed by {signal.Signals(-code).name}"
-        else:
-            how = f"exited with code {code}"
         return Outcome(
             "crashed",
             (time.monotonic() - worker.started) * 1000,
-            f"the worker process {how} while running the check",
+            f"the worker process {self._how(worker)} while running the check",
         )
+
+    @staticmethod
+    def _how(worker: _Worker) -> str:
+        code = worker.process.exitcode
+        if code is not None and code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
 
     def _spawn(self, count: int) -> None:
         """Fork ``count`` workers, preparing the parent once for all of them,
         and hand each its first job at once: the first workers are already
-        waiting on the network while the last ones are forked."""
+        waiting on the network while the last ones are forked.
+
+        A failed fork (EAGAIN, ENOMEM) leaves the job queued for a worker that
+        frees up or a later fork; with no worker at all, every queued job
+        ends as an ``error`` outcome."""
         _prepare_fork()
         try:
             for _ in range(count):
-                parent_conn, child_conn = _fork.Pipe()
-                process = _ForkedProcess(_worker_main, (child_conn, parent_conn))
-                child_conn.close()
-                worker = _Worker(process=process, conn=parent_conn)
+                try:
+                    worker = self._fork()
+                except OSError as error:
+                    if not any(worker.process.is_alive() for worker in self.workers):
+                        self._fail_pending(f"could not start a worker process: {error}")
+                    return
                 self.workers.append(worker)
                 self.spawned += 1
                 self._assign(worker, self.pending.popleft())
         finally:
             gc.unfreeze()  # the children keep the frozen heap; the parent collects as usual
+
+    def _fork(self) -> _Worker:
+        """One new worker; raises OSError (closing what it opened) when the fork fails."""
+        parent_conn, child_conn = _fork.Pipe()
+        began = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared with the child
+        # The child must not keep other workers' pipes open: a worker would
+        # then never see end-of-file when the parent closes its end.
+        inherited = [w.conn for w in self.workers]
+        sentinels = [w.process.sentinel for w in self.workers]
+        try:
+            process = _ForkedProcess(
+                _worker_main, (child_conn, parent_conn, began, inherited, sentinels, self.memory_limit)
+            )
+        except OSError:
+            parent_conn.close()
+            child_conn.close()
+            began.close()
+            raise
+        child_conn.close()
+        return _Worker(process=process, conn=parent_conn, began=began)
+
+    def _fail_pending(self, reason: str) -> None:
+        while self.pending:
+            job = self.pending.popleft()
+            self._start_failures.pop(id(job), None)
+            self.finished.append((job, Outcome("error", 0, reason)))
 
     def _kill(self, worker: _Worker) -> None:
         if worker.process.is_alive():
@@ -333,6 +446,7 @@ class WorkerPool:
     def _discard(self, worker: _Worker) -> None:
         worker.conn.close()
         worker.process.close()
+        worker.began.close()
         if worker in self.workers:
             self.workers.remove(worker)
 
@@ -377,8 +491,33 @@ def _prepare_fork() -> None:
 _collected = False
 
 
-def _worker_main(conn: Connection, parent_end: Connection) -> None:
+def _memory_limit_setting() -> int:
+    try:
+        from kong.conf import kong_settings
+
+        return int(kong_settings.WORKER_MEMORY_LIMIT or 0)
+    except Exception:  # Django not configured: no limit
+        return 0
+
+
+def _worker_main(
+    conn: Connection,
+    parent_end: Connection,
+    began: mmap.mmap,
+    inherited: list[Connection],
+    sentinels: list[int],
+    memory_limit: int,
+) -> None:
     parent_end.close()
+    for other in inherited:  # other workers' pipes, copied by the fork
+        other.close()
+    for fd in sentinels:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    if memory_limit > 0:
+        _limit_memory(memory_limit)
     # Ctrl-C (SIGINT) and a service manager's SIGTERM to the whole process
     # group are the parent's to handle: it finishes or cancels the checks
     # and decides what is recorded. The parent stops workers with SIGKILL.
@@ -399,6 +538,8 @@ def _worker_main(conn: Connection, parent_end: Connection) -> None:
             return
         if job is None:
             return
+        taken = _read_count(began) + 1
+        struct.pack_into("Q", began, 0, taken)
         try:
             outcome = runner.execute(job)
         except CheckTimeout:  # the alarm fired between the script and its cleanup
@@ -409,6 +550,35 @@ def _worker_main(conn: Connection, parent_end: Connection) -> None:
             conn.send(outcome)
         except (BrokenPipeError, OSError):
             return
+
+
+def _limit_memory(limit: int) -> None:
+    """Let this process map at most ``limit`` bytes more than it inherited
+    (RLIMIT_AS, never above a hard limit already set), so a runaway check
+    raises MemoryError here instead of waking the host's OOM killer.
+
+    The limit counts from the inherited address space, not from zero: a
+    worker starts with every mapping of the parent, and glibc reserves 64 MiB
+    of address space for each thread that ever allocated (up to 8 per core),
+    so a parent with 16 busy threads already maps over 1 GiB it never uses.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _address_space() + limit
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def _address_space() -> int:
+    """This process's mapped address space in bytes (its VSZ); 0 if unknown."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _forget_db_connections() -> None:

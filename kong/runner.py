@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import re
+import resource
 import signal
 import ssl
 import sys
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import twill
+from httpx._decoders import IdentityDecoder  # what a response without Content-Encoding uses
 from pyparsing import ParseException
 from twill import commands, namespaces, parse
 from twill.browser import browser
@@ -83,6 +85,9 @@ class Job:
     safe: bool = True
     verify_tls: bool = True
     secrets: tuple[str, ...] = ()
+    # The most decoded bytes read from one response; None reads
+    # KONG_MAX_PAGE_BYTES when the check runs, 0 means no limit.
+    max_page_bytes: int | None = None
 
 
 @dataclass
@@ -102,6 +107,22 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class PageTooLarge(Exception):
+    """A response decoded to more than the check's page limit."""
+
+    def __init__(self, url: str, read: int, limit: int) -> None:
+        self.url, self.read, self.limit = url, read, limit
+        super().__init__(f"page larger than the {size(limit)} limit (read {size(read, exact=False)} of {url})")
+
+
+def size(count: int, *, exact: bool = True) -> str:
+    """``"10 MiB"`` (``exact``: no needless decimals) or ``"10.0 MiB"``."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= factor:
+            return f"{count / factor:g} {unit}" if exact else f"{count / factor:.1f} {unit}"
+    return f"{count} bytes"
 
 
 class _ExitScript(Exception):
@@ -184,7 +205,8 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
     twill.log.addHandler(capture)  # removed by execute()
     start = time.perf_counter()
     deadline = start + job.timeout if job.timeout > 0 and soft_timeout else None
-    step: Step | None = None
+    running: Step | None = None  # the step being executed, if any
+    finished: Step | None = None  # the last step that completed
     outcome: Outcome
     try:
         with _alarm(job.timeout if soft_timeout else 0):
@@ -192,8 +214,10 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
             for step in job.script.steps:
                 if deadline is not None and time.perf_counter() > deadline:
                     raise CheckTimeout  # no alarm outside the main thread
+                running = step
                 twill.log.info(">> %d: %s", step.line, _display(step))
                 _run_step(step, job)
+                running, finished = None, step
             outcome = Outcome("passed", 0)
     except CheckTimeout:
         outcome = Outcome("timeout", 0, f"timed out after {_seconds(job.timeout)}")
@@ -209,9 +233,14 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
     reason = _mask(outcome.reason, job.secrets)
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 3] + "..."
-    if outcome.status != "passed" and step is not None:
-        outcome.failed_line = step.line
-        reason = f"{reason} at line {step.line}"
+    if outcome.status != "passed" and running is not None:
+        outcome.failed_line = running.line
+        reason = f"{reason} at line {running.line}"
+    elif outcome.status == "timeout" and finished is not None:
+        # The deadline passed between two steps: name the last line that ran,
+        # never one that did not.
+        outcome.failed_line = finished.line
+        reason = f"{reason}, after line {finished.line}"
     outcome.reason = reason
     return outcome
 
@@ -234,6 +263,7 @@ def _reset(job: Job, app: Callable[..., Any] | None) -> None:
     twill's pristine options, variables, commands and debug switches."""
     # twill hands ``verify`` to httpx, which takes an SSLContext (twill's hint says bool).
     browser.reset(app=app, timeout=job.request_timeout, verify=tls_context(job.verify_tls))  # type: ignore[arg-type]
+    _limit_pages(browser._client, page_limit(job))
     browser.debug_level = 0
     commands.options.clear()
     commands.options.update(commands.default_options)
@@ -243,6 +273,85 @@ def _reset(job: Job, app: Callable[..., Any] | None) -> None:
     parse.log_commands(False)
     del namespaces._local_dict_stack[:]
     namespaces.new_local_dict()
+
+
+def page_limit(job: Job) -> int:
+    """``job.max_page_bytes``, else ``KONG_MAX_PAGE_BYTES``; 0 means no limit."""
+    if job.max_page_bytes is not None:
+        return int(job.max_page_bytes)
+    try:
+        from kong.conf import kong_settings
+
+        return int(kong_settings.MAX_PAGE_BYTES or 0)
+    except Exception:  # Django is not configured: the documented default
+        return 10 * 1024 * 1024
+
+
+def _limit_pages(client: httpx.Client, limit: int) -> None:
+    """Make every transport of ``client`` (direct, proxies, WSGI) decode
+    responses itself, up to ``limit`` bytes."""
+    if limit <= 0:
+        return
+    client._transport = _CappedTransport(client._transport, limit)
+    client._mounts = {
+        pattern: None if transport is None else _CappedTransport(transport, limit)
+        for pattern, transport in client._mounts.items()
+    }
+
+
+class _CappedTransport(httpx.BaseTransport):
+    """Decodes each response body (gzip, deflate, …) as it streams in and
+    raises PageTooLarge once the decoded bytes pass ``limit``.
+
+    httpx would decode a whole chunk at once (a 64 KiB gzip chunk can hold
+    64 MiB), so the raw bytes are fed to the decoder in small slices: the
+    memory a response can take stays within ``limit`` plus a quarter MiB.
+    """
+
+    SLICE = 256  # gzip and deflate expand at most ~1032 times
+
+    def __init__(self, transport: httpx.BaseTransport, limit: int) -> None:
+        self.transport = transport
+        self.limit = limit
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.transport.handle_request(request)
+        decoder = response._get_content_decoder()  # what httpx itself would use
+        headers = response.headers.copy()
+        if "content-encoding" in headers:
+            del headers["content-encoding"]  # decoded here, so httpx must not again
+        stream = _CappedStream(response.stream, decoder, self.limit, str(request.url))  # type: ignore[arg-type]
+        return httpx.Response(
+            response.status_code, headers=headers, stream=stream, extensions=response.extensions, request=request
+        )
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class _CappedStream(httpx.SyncByteStream):
+    def __init__(self, raw: httpx.SyncByteStream, decoder: Any, limit: int, url: str) -> None:
+        self.raw, self.decoder, self.limit, self.url = raw, decoder, limit, url
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        slice_ = _CappedTransport.SLICE
+        identity = isinstance(self.decoder, IdentityDecoder)
+        for chunk in self.raw:
+            pieces = [chunk] if identity else (chunk[i : i + slice_] for i in range(0, len(chunk), slice_))
+            for piece in pieces:
+                yield from self._count(self.decoder.decode(piece))
+        yield from self._count(self.decoder.flush())
+
+    def _count(self, data: bytes) -> Iterator[bytes]:
+        self.read += len(data)
+        if self.read > self.limit:
+            raise PageTooLarge(self.url, self.read, self.limit)
+        if data:
+            yield data
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 @cache
@@ -327,6 +436,10 @@ def _exit_code(args: list[str]) -> int:
 
 
 def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
+    if isinstance(error, PageTooLarge):
+        return Outcome("error", 0, str(error))
+    if isinstance(error, MemoryError):
+        return Outcome("error", 0, _out_of_memory())
     if isinstance(error, TwillAssertionError):
         message = _one_line(str(error))
         message = re.sub(r"^code is (\d+) != (\d+)$", r"code \1 != \2", message)
@@ -340,6 +453,17 @@ def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
     if isinstance(error, TwillException):
         return Outcome("error", 0, _one_line(str(error)))
     return Outcome("error", 0, f"{type(error).__name__}: {_one_line(str(error))}")
+
+
+def _out_of_memory() -> str:
+    """Why a check hit a MemoryError, naming the worker's limit when there is one."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return "the check ran out of memory"
+    return (
+        f"the check ran out of memory: the worker process reached its {size(limit, exact=False)} "
+        "address-space limit (KONG_WORKER_MEMORY_LIMIT)"
+    )
 
 
 def _network_reason(url: str, error: BaseException) -> str:

@@ -73,7 +73,18 @@ VARIABLE_SETTERS = {"set_global", "setglobal", "set_local", "setlocal"}
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _PLAIN_DOLLAR = re.compile(rf"\$(?:{_IDENTIFIER}|\{{{_IDENTIFIER}\}})")
 # "javascript:..." has a scheme; "localhost:8000" is a host and a port.
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+# host:port[/path]: a port is 1 to 65535, and ends the authority.
+_HOST_PORT = re.compile(r"^([A-Za-z0-9.-]+):([0-9]{1,5})(?:[/?#]|$)")
+# Names that are URL schemes, never a host: "file:80/etc/passwd" is a file URL.
+_KNOWN_SCHEMES = frozenset(
+    {
+        "about", "blob", "chrome", "data", "dict", "file", "filesystem", "ftp", "ftps", "git", "gopher",
+        "imap", "irc", "jar", "javascript", "ldap", "ldaps", "mailto", "news", "nfs", "nntp", "pop",
+        "resource", "rsync", "sftp", "smb", "smtp", "snews", "ssh", "svn", "tel", "telnet", "tftp",
+        "vbscript", "view-source", "wais", "ws", "wss",
+    }
+)  # fmt: skip
 
 # Template tags a test body may not use, and why.
 REFUSED_TAGS = {
@@ -230,8 +241,18 @@ def check_url(url: str, number: int, *, expanded: bool = False) -> None:
     if not expanded and url.startswith(("$", "__")):
         return
     match = _SCHEME.match(url)
-    if match and match.group(1).lower() not in ("http", "https"):
-        raise ScriptError(f"only http(s) URLs are allowed, not {match.group(1).lower()}: {url!r}", number)
+    if match is None or match.group(1).lower() in ("http", "https") or _is_host_and_port(url):
+        return
+    raise ScriptError(f"only http(s) URLs are allowed, not {match.group(1).lower()}: {url!r}", number)
+
+
+def _is_host_and_port(url: str) -> bool:
+    """``localhost:8000``, ``127.0.0.1:8000/path`` or ``web1:80``: a host (not
+    a scheme's name) and a real port, which twill opens as http."""
+    match = _HOST_PORT.match(url)
+    return bool(
+        match and match.group(1).lower() not in _KNOWN_SCHEMES and 0 < int(match.group(2)) <= 65535
+    )
 
 
 _check_url = check_url  # the name kong.runner used first

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import socket
+import ssl
+import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +27,11 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     # Called (in the server's thread) when the route is hit, before any delay.
     on_request: Callable[[Request], Any] | None = None
+    # Raw bytes to send instead of ``body`` (binary pages, gzip bombs).
+    payload: bytes | None = None
+    # Writes the whole response itself, given the request handler (resets,
+    # trickles, silences); ``status``, ``body`` and ``headers`` are then unused.
+    respond: Callable[[BaseHTTPRequestHandler], Any] | None = None
 
 
 @dataclass
@@ -39,10 +49,12 @@ class FakeSite:
     """Serves ``routes`` (path -> Route); unknown paths are 404. Counts hits.
 
     ``requests`` records every request (method, path, headers, raw body) so a
-    test can see exactly what a check or a webhook sent.
+    test can see exactly what a check or a webhook sent. With ``tls`` (an
+    ``ssl.SSLContext`` for a server) it serves https.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.scheme = "https" if tls else "http"
         self.routes: dict[str, Route] = {"/": Route()}
         self.hits: dict[str, int] = {}
         self.posts: list[tuple[str, dict[str, list[str]]]] = []
@@ -78,7 +90,14 @@ class FakeSite:
                     route.on_request(request)
                 if route.delay:
                     time.sleep(route.delay)
-                payload = route.body.encode()
+                if route.respond:
+                    try:
+                        route.respond(self)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
+                payload = route.body.encode() if route.payload is None else route.payload
                 try:
                     self.send_response(route.status)
                     self.send_header("Content-Type", route.content_type)
@@ -100,6 +119,8 @@ class FakeSite:
                 pass  # a client hanging up mid-request is what timeout tests do
 
         self.server = Server(("127.0.0.1", 0), Handler)
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         # A short poll interval keeps stop() (and so every test's teardown) quick.
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
 
@@ -112,7 +133,7 @@ class FakeSite:
         return f"127.0.0.1:{self.port}"
 
     def url(self, path: str = "/") -> str:
-        return f"http://{self.host}{path}"
+        return f"{self.scheme}://{self.host}{path}"
 
     def route(self, path: str, status: int = 200, body: str | None = None, **options: object) -> Route:
         route = Route(status=status, **options)  # type: ignore[arg-type]
@@ -161,3 +182,117 @@ def child_pids(parent: int | None = None) -> list[int]:
         if fields[0] != "Z" and int(fields[1]) == parent:
             children.append(int(entry.name))
     return children
+
+
+# -- misbehaving servers ---------------------------------------------------------
+
+
+def gzip_bomb(decoded_bytes: int) -> bytes:
+    """A gzip stream that is tiny on the wire and ``decoded_bytes`` of zeros decoded."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    block = bytes(1 << 20)
+    parts = []
+    for _ in range(decoded_bytes // len(block)):
+        parts.append(compressor.compress(block))
+    parts.append(compressor.compress(bytes(decoded_bytes % len(block))))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def gzipped(text: str) -> bytes:
+    return gzip.compress(text.encode())
+
+
+def reset_mid_body(handler: BaseHTTPRequestHandler) -> None:
+    """Promise 100,000 bytes, send 1,000, then reset the connection (RST, not FIN)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/html")
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    handler.wfile.write(b"<html><body>" + b"x" * 1000)
+    handler.wfile.flush()
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    handler.connection.close()
+
+
+def trickle(seconds_per_byte: float, total: int = 10_000) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A response that sends one byte every ``seconds_per_byte``: each read
+    succeeds within the read timeout, and the page never ends in time."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(total))
+        handler.end_headers()
+        for _ in range(total):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            time.sleep(seconds_per_byte)
+
+    return respond
+
+
+class RawServer:
+    """A TCP listener on 127.0.0.1 with no HTTP in it.
+
+    ``mode="silent"`` never calls ``accept``: the kernel completes the
+    handshake, the request is sent, and no answer ever comes.
+    ``mode="hang-up"`` accepts, reads the first bytes (a TLS ClientHello,
+    say) and closes the connection.
+    """
+
+    def __init__(self, mode: str = "silent") -> None:
+        self.mode = mode
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.socket.settimeout(0.05)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            if self.mode == "silent":
+                self.stopped.wait(0.05)
+                continue
+            try:
+                conn, _ = self.socket.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(4096)
+                except OSError:
+                    pass
+
+    def start(self) -> RawServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(2)
+        self.socket.close()
+
+
+def self_signed_tls(folder: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for
+    127.0.0.1, made with the ``openssl`` command line tool."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context

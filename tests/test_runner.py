@@ -4,17 +4,20 @@ scripts against real pages on 127.0.0.1 or through twill's WSGI transport."""
 from __future__ import annotations
 
 import os
+import re
+import resource
 import signal
 import sys
 import threading
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from kong import pool, runner
 from kong.runner import Job, Outcome
 from kong.scripts import MASK, Script, Step, validate
-from tests.fleet import FakeSite, closed_port
+from tests.fleet import FakeSite, closed_port, gzip_bomb, gzipped
 
 
 def job(text: str, *, key: Any = 1, safe: bool = True, **fields: Any) -> Job:
@@ -257,6 +260,57 @@ def test_a_variable_cannot_expand_to_a_non_http_url():
     assert "only http(s) URLs are allowed, not javascript" in outcome.reason
 
 
+def test_a_variable_cannot_expand_to_a_scheme_that_looks_like_a_host_and_port():
+    outcome = run("set_global target file:0/etc/passwd\ngo $target")
+    assert (outcome.status, outcome.failed_line) == ("error", 2)
+    assert "only http(s) URLs are allowed, not file" in outcome.reason
+
+
+# -- the page size limit -----------------------------------------------------------
+
+
+def test_a_gzip_bomb_ends_as_an_error_at_the_limit_without_decoding_the_rest(web):
+    web.route("/bomb", payload=gzip_bomb(150 * 1024 * 1024), headers={"Content-Encoding": "gzip"})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcome = run(f"go {web.url('/bomb')}\nfind never", max_page_bytes=1024 * 1024)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert (outcome.status, outcome.failed_line) == ("error", 1)
+    assert re.fullmatch(rf"page larger than the 1 MiB limit \(read 1\.[0-2] MiB of {web.url('/bomb')}\) at line 1",
+                        outcome.reason), outcome.reason  # fmt: skip
+    assert grown_kib < 64 * 1024, grown_kib  # decoding it all took 150 MiB
+
+
+def test_a_plain_page_over_the_limit_ends_as_an_error(web):
+    web.route("/big", payload=b"x" * 300_000)
+    outcome = run(f"go {web.url('/big')}", max_page_bytes=100_000)
+    assert outcome.status == "error"
+    assert outcome.reason.startswith("page larger than the 97.6562 KiB limit (read ")
+
+
+def test_a_page_within_the_limit_decodes_as_usual(web):
+    web.route("/zipped", payload=gzipped("<html><title>Zipped</title><p>Latest News</p></html>"),
+              headers={"Content-Encoding": "gzip"})  # fmt: skip
+    outcome = run(f"go {web.url('/zipped')}\ntitle Zipped\nfind 'Latest News'", max_page_bytes=1024)
+    assert outcome.status == "passed", outcome.reason
+
+
+@override_settings(KONG_MAX_PAGE_BYTES=2048)
+def test_the_limit_defaults_to_the_setting(web):
+    web.route("/big", body="x" * 4096)
+    assert runner.page_limit(job("echo x")) == 2048
+    outcome = run(f"go {web.url('/big')}")
+    assert re.fullmatch(rf"page larger than the 2 KiB limit \(read 4\.0 KiB of {web.url('/big')}\) at line 1",
+                        outcome.reason), outcome.reason  # fmt: skip
+
+
+def test_a_redirect_body_counts_too(web):
+    web.route("/moved", status=302, payload=gzip_bomb(8 * 1024 * 1024),
+              headers={"Content-Encoding": "gzip", "Location": "/"})  # fmt: skip
+    outcome = run(f"go {web.url('/moved')}", max_page_bytes=1024 * 1024)
+    assert outcome.status == "error"
+    assert "page larger than the 1 MiB limit" in outcome.reason
+
+
 # -- the WSGI transport ----------------------------------------------------------
 
 
@@ -292,7 +346,18 @@ def test_outside_the_main_thread_the_deadline_is_checked_between_steps():
     thread = threading.Thread(target=lambda: outcomes.append(run("sleep 0.6\nsleep 0.6\necho done", timeout=0.5)))
     thread.start()
     thread.join()
-    assert (outcomes[0].status, outcomes[0].failed_line) == ("timeout", 2)
+    # Line 2 never ran: the check names the last line that did.
+    assert (outcomes[0].status, outcomes[0].failed_line) == ("timeout", 1)
+    assert outcomes[0].reason == "timed out after 0.5 s, after line 1"
+    assert ">> 2:" not in outcomes[0].log
+
+
+def test_a_timeout_before_any_line_ran_names_no_line():
+    outcomes: list[Outcome] = []
+    thread = threading.Thread(target=lambda: outcomes.append(run("echo never", timeout=1e-9)))
+    thread.start()
+    thread.join()
+    assert (outcomes[0].status, outcomes[0].failed_line, outcomes[0].reason) == ("timeout", None, "timed out after 1e-09 s")
 
 
 def test_concurrent_threads_do_not_corrupt_each_other(web):
