@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
@@ -265,6 +265,15 @@ class Transition:
     alert: str | None  # an ``Alert`` value, or None
 
 
+# Claims are written in chunks of this many ids (SQLite's limit on one
+# statement's parameters was 999 before 3.32).
+CLAIM_CHUNK = 500
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=float(kong_settings.CLAIM_LEASE))
+
+
 class CheckQuerySet(models.QuerySet):
     def active(self) -> CheckQuerySet:
         """Checks the inventory still implies (see ``Check.is_active``)."""
@@ -280,6 +289,51 @@ class CheckQuerySet(models.QuerySet):
             Q(next_due_at__isnull=True) | Q(next_due_at__lte=now),
             Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
         )
+
+    # -- claims: a lease and a token, so no check runs twice for one slot --------
+
+    def claim_due(self, token: str, *, now: datetime | None = None, limit: int | None = None) -> CheckQuerySet:
+        """Atomically claim the due checks among these (at most ``limit``,
+        most overdue first) with ``token`` and return exactly those: never a
+        check the token already held before this call, so a long-lived
+        claimer never starts a check that is still in flight.
+
+        A filtered UPDATE sets a lease and the token, and repeats the due and
+        unclaimed conditions, so a concurrent run's UPDATE (PostgreSQL
+        re-checks them on rows another transaction just claimed; SQLite runs
+        writers one at a time) skips rows already claimed: no check runs
+        twice for one slot. A dead run's claims expire after
+        ``KONG_CLAIM_LEASE`` seconds; a live one renews its own (``renew``).
+        """
+        now = now or timezone.now()
+        due = self.due(now).order_by(F("next_due_at").asc(nulls_first=True), "pk").values_list("pk", flat=True)
+        # A list, as some databases refuse LIMIT in IN (...).
+        candidates = list(due if limit is None else due[: max(0, limit)])
+        claimed: list[int] = []
+        for start in range(0, len(candidates), CLAIM_CHUNK):  # keep IN (...) under every database's limit
+            chunk = candidates[start : start + CLAIM_CHUNK]
+            if Check.objects.filter(pk__in=chunk).due(now).update(claimed_until=now + _lease(), claim_token=token):
+                claimed += chunk
+        return self.filter(pk__in=claimed, claim_token=token) if claimed else self.none()
+
+    def claim(self, token: str, *, now: datetime | None = None) -> list[int]:
+        """Claim these checks whether due or not (run-now), skipping any
+        that another run holds a live claim on; returns the pks claimed."""
+        now = now or timezone.now()
+        self.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).update(
+            claimed_until=now + _lease(), claim_token=token
+        )
+        return list(self.filter(claim_token=token).values_list("pk", flat=True))
+
+    def renew(self, tokens: list[str], *, now: datetime | None = None) -> int:
+        """Extend the lease of every check still claimed with one of ``tokens``."""
+        if not tokens:
+            return 0
+        return self.filter(claim_token__in=tokens).update(claimed_until=(now or timezone.now()) + _lease())
+
+    def release(self, token: str) -> int:
+        """Give up ``token``'s claims among these, recording nothing."""
+        return self.filter(claim_token=token).update(claimed_until=None, claim_token="")
 
 
 class Check(models.Model):

@@ -1,0 +1,191 @@
+"""Run checks in a pool of workers and record them in small batches, while
+the run's claims are renewed on a timer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+from django.db import DatabaseError, OperationalError
+from django.utils import timezone
+
+from kong import pool
+from kong.conf import kong_settings
+from kong.models import Check, TestResult
+from kong.runner import Job, Outcome
+from kong.scripts import ScriptError, mask
+from kong.services.claims import release_claims, renew_claims
+from kong.services.jobs import build_job, invalid_outcome
+from kong.services.recording import record_many
+from kong.services.reports import CheckReport, RunReport, report_for
+
+logger = logging.getLogger("kong.services")
+
+
+# Results are written in small batches: a result is written as it arrives
+# unless the last write was less than RECORD_DELAY seconds ago; then it waits
+# for more, at most RECORD_BATCH of them or until the next one arrives late.
+RECORD_BATCH = 20
+RECORD_DELAY = 0.25
+
+
+def run_checks(
+    checks: Iterable[Check],
+    *,
+    workers: int | None = None,
+    timeout: float | None = None,
+    token: str = "",
+    on_result: Callable[[CheckReport, int, int], None] | None = None,
+) -> RunReport:
+    """Run ``checks`` (in a pool of ``workers`` processes; 0 runs inline) and
+    record every result. An invalid script is recorded as an ``error``
+    result, never skipped. ``on_result(report, done, total)`` follows
+    progress; if it raises (a closed stdout), the run still records every
+    result once and then re-raises.
+
+    ``token`` is the claim this run holds on ``checks`` (``claim_due``):
+    the run renews its leases on a timer while it lasts, records only the
+    checks it still holds, and on any exit releases the claims of checks it
+    did not record, so they are due again at once.
+    """
+    started = timezone.now()
+    checks = list(checks)
+    by_key = {check.pk: check for check in checks}
+    sources: dict[int, str] = {}
+    done: dict[int, CheckReport] = {}
+    recorded: set[int] = set()
+    total = len(checks)
+    pending: list[tuple[Check, Outcome, str]] = []
+    last_flush = float("-inf")  # a slow stream of results is written as each arrives
+    lease = LeaseKeeper([token] if token else [])
+    callback_error: BaseException | None = None
+
+    def flush() -> None:
+        nonlocal callback_error
+        batch = pending[:]  # taken first: a batch is never recorded twice
+        pending.clear()
+        results = _record_retrying(batch, token)
+        for (check, _, _), result in zip(batch, results, strict=True):
+            recorded.add(check.pk)
+            if result is None:
+                continue
+            done[check.pk] = item = report_for(check, result)
+            if on_result and callback_error is None:
+                try:
+                    on_result(item, len(done), total)
+                except (BrokenPipeError, KeyboardInterrupt) as error:  # keep recording; raise at the end
+                    callback_error = error
+
+    def keep(check: Check, outcome: Outcome) -> None:
+        nonlocal last_flush
+        pending.append((check, outcome, sources.get(check.pk, "")))
+        if len(pending) >= RECORD_BATCH or time.monotonic() - last_flush >= RECORD_DELAY:
+            flush()
+            last_flush = time.monotonic()
+
+    jobs: list[Job] = []
+    try:
+        for check in checks:
+            try:
+                job = build_job(check, timeout=timeout)
+            except ScriptError as error:
+                keep(check, invalid_outcome(error))
+                continue
+            sources[check.pk] = mask(job.script.source, list(job.secrets))
+            jobs.append(job)
+        size = kong_settings.WORKERS if workers is None else workers
+        for job, outcome in _run_jobs(jobs, size, lease):
+            keep(by_key[job.key], outcome)
+    finally:  # also on Ctrl-C or a database error: what finished is recorded, the rest is due again at once
+        try:
+            if pending:
+                flush()
+        finally:
+            if token:
+                release_claims(token, [check.pk for check in checks if check.pk not in recorded])
+    if callback_error is not None:
+        raise callback_error
+    # Report in the order asked for, not the order the pool finished in.
+    report = RunReport(results=[done[check.pk] for check in checks if check.pk in done])
+    report.duration_ms = (timezone.now() - started).total_seconds() * 1000
+    return report
+
+
+def _run_jobs(jobs: list[Job], size: int, lease: LeaseKeeper) -> Iterator[tuple[Job, Outcome]]:
+    """Run ``jobs`` in a pool of ``size`` workers (0: inline), renewing the
+    run's leases between results, at least every ``lease.interval`` seconds."""
+    if size <= 0 or not jobs:
+        for job, outcome in pool.run_jobs(jobs, 0):
+            lease.renew_if_due()
+            yield job, outcome
+        return
+    with pool.WorkerPool(min(size, len(jobs)), **pool_options()) as workers:
+        for job in jobs:
+            workers.submit(job)
+        try:
+            while workers.in_flight:
+                lease.renew_if_due()
+                yield from workers.poll(lease.interval)
+        finally:
+            if workers.in_flight:  # abandoned mid-run (Ctrl-C, SIGTERM, an error)
+                workers.cancel()
+
+
+def pool_options() -> dict[str, Any]:
+    """The ``WorkerPool`` options every run uses, from settings."""
+    return {
+        "kill_grace": float(kong_settings.KILL_GRACE),
+        "max_checks_per_worker": int(kong_settings.MAX_CHECKS_PER_WORKER),
+    }
+
+
+# How often, and how long, recording retries when SQLite reports the
+# database locked by another writer (a WAL database with
+# "transaction_mode": "IMMEDIATE" rarely needs it).
+LOCKED_RETRIES = 5
+LOCKED_PAUSE = 0.2
+
+
+def _record_retrying(batch: list[tuple[Check, Outcome, str]], token: str) -> list[TestResult | None]:
+    for attempt in range(LOCKED_RETRIES):
+        try:
+            return record_many(batch, token=token)
+        except OperationalError as error:
+            if "locked" not in str(error) or attempt == LOCKED_RETRIES - 1:
+                raise
+            time.sleep(LOCKED_PAUSE * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def run_check(check_id: int, *, token: str = "") -> dict[str, Any] | None:
+    """Run one check in an isolated worker process and record it; returns
+    the CheckReport as a dict, or None when ``token`` no longer holds its
+    claim. The unit of work for Django Tasks."""
+    check = Check.objects.select_related("test", "site", "site__type", "server").get(pk=check_id)
+    report = run_checks([check], workers=1, token=token)
+    return asdict(report.results[0]) if report.results else None
+
+
+class LeaseKeeper:
+    """Renews a run's claims on a timer: ``renew_if_due()`` is called from
+    the run's loop, which never waits longer than ``interval`` seconds, so a
+    lease is renewed well before it can expire, however long one check runs.
+    A renewal that fails (the database is away) is retried next time."""
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self.tokens = [token for token in tokens if token]
+        self.interval = max(0.5, float(kong_settings.CLAIM_LEASE) / 4)
+        self.renewed = time.monotonic()
+
+    def renew_if_due(self) -> None:
+        if not self.tokens or time.monotonic() - self.renewed < self.interval:
+            return
+        try:
+            renew_claims(self.tokens)
+        except DatabaseError:
+            logger.warning("kong: could not renew claims; retrying", exc_info=True)
+            return
+        self.renewed = time.monotonic()
