@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from kong.scripts import Script, Step
 
 COMMANDS: frozenset[str] = frozenset(commands.__all__)
+# One step (``go``, ``submit``) follows redirects (httpx stops at 20) and
+# meta refreshes (twill stops only when a URL repeats): past this many
+# requests it is a loop.
+MAX_REQUESTS_PER_STEP = 50
 MAX_LOG_CHARS = 64_000
 MAX_REASON_CHARS = 460  # TestResult.reason holds 500, with room for " at line N"
 
@@ -123,6 +127,16 @@ def size(count: int, *, exact: bool = True) -> str:
         if count >= factor:
             return f"{count / factor:g} {unit}" if exact else f"{count / factor:.1f} {unit}"
     return f"{count} bytes"
+
+
+class TooManyRequests(Exception):
+    """One step made more than MAX_REQUESTS_PER_STEP requests."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"stopped after {MAX_REQUESTS_PER_STEP} requests in one step, a redirect or meta refresh loop "
+            f"(the last was {url})"
+        )
 
 
 class _ExitScript(Exception):
@@ -216,7 +230,10 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
                     raise CheckTimeout  # no alarm outside the main thread
                 running = step
                 twill.log.info(">> %d: %s", step.line, _display(step))
+                _budget.requests = 0
                 _run_step(step, job)
+                if capture.circular_refresh:  # twill breaks the cycle, then carries on as if fine
+                    raise TwillException(f"meta refresh loop: {browser.url} refreshes back to a page it came from")
                 running, finished = None, step
             outcome = Outcome("passed", 0)
     except CheckTimeout:
@@ -289,9 +306,8 @@ def page_limit(job: Job) -> int:
 
 def _limit_pages(client: httpx.Client, limit: int) -> None:
     """Make every transport of ``client`` (direct, proxies, WSGI) decode
-    responses itself, up to ``limit`` bytes."""
-    if limit <= 0:
-        return
+    responses itself, up to ``limit`` bytes (0: no limit), and count the
+    requests of each step."""
     client._transport = _CappedTransport(client._transport, limit)
     client._mounts = {
         pattern: None if transport is None else _CappedTransport(transport, limit)
@@ -312,9 +328,13 @@ class _CappedTransport(httpx.BaseTransport):
 
     def __init__(self, transport: httpx.BaseTransport, limit: int) -> None:
         self.transport = transport
-        self.limit = limit
+        self.limit = limit if limit > 0 else sys.maxsize
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _budget.requests += 1
+        _budget.last_url = str(request.url)
+        if _budget.requests > MAX_REQUESTS_PER_STEP:
+            raise TooManyRequests(str(request.url))
         response = self.transport.handle_request(request)
         decoder = response._get_content_decoder()  # what httpx itself would use
         headers = response.headers.copy()
@@ -327,6 +347,16 @@ class _CappedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.transport.close()
+
+
+class _Budget:
+    """Requests made by the step that is running (checks run one at a time per process)."""
+
+    requests = 0
+    last_url = ""
+
+
+_budget = _Budget()
 
 
 class _CappedStream(httpx.SyncByteStream):
@@ -436,7 +466,7 @@ def _exit_code(args: list[str]) -> int:
 
 
 def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
-    if isinstance(error, PageTooLarge):
+    if isinstance(error, (PageTooLarge, TooManyRequests)):
         return Outcome("error", 0, str(error))
     if isinstance(error, MemoryError):
         return Outcome("error", 0, _out_of_memory())
@@ -448,6 +478,12 @@ def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
         return Outcome("timeout", 0, f"request timed out after {_seconds(browser.timeout or job.request_timeout)}")
     if isinstance(error, TwillException) and str(error).startswith("cannot go to") and capture.network_errors:
         return Outcome("error", 0, _network_reason(*capture.network_errors[-1]))
+    if isinstance(error, httpx.HTTPError) and (reason := _http_reason(error)):
+        return Outcome("error", 0, reason)
+    if isinstance(error, re.error):  # a pattern that came from a variable
+        return Outcome("error", 0, f"bad regular expression {error.pattern!r}: {error}")
+    if type(error).__name__ == "ParserError" and "empty" in str(error).lower():  # lxml, on a page with no body
+        return Outcome("error", 0, f"the page is empty ({_budget.last_url})")
     if isinstance(error, httpx.HTTPError):
         return Outcome("error", 0, f"{type(error).__name__}: {_one_line(str(error))}")
     if isinstance(error, TwillException):
@@ -464,6 +500,44 @@ def _out_of_memory() -> str:
         f"the check ran out of memory: the worker process reached its {size(limit, exact=False)} "
         "address-space limit (KONG_WORKER_MEMORY_LIMIT)"
     )
+
+
+def _http_reason(error: httpx.HTTPError) -> str:
+    """A sentence for the httpx errors a broken server causes; '' for others."""
+    try:
+        url = error.request.url
+        where = f"{url.host}:{url.port}" if url.port else str(url.host)
+    except RuntimeError:  # an error raised before there was a request
+        url, where = None, "the server"
+    message = _one_line(str(error))
+    if isinstance(error, httpx.TooManyRedirects):
+        return f"too many redirects (a redirect loop?) from {url}"
+    if isinstance(error, httpx.RemoteProtocolError):
+        if "without sending a response" in message:
+            return f"{where} closed the connection without sending a response"
+        if "incomplete" in message.lower() or "peer closed" in message.lower():
+            return f"{where} closed the connection before the page ended ({message})"
+        return f"{where} sent something that is not a valid HTTP response ({message})"
+    if isinstance(error, httpx.ReadError):
+        if "reset" in message.lower():
+            return f"connection reset by {where} while reading the page"
+        return f"reading the page from {where} failed: {message or type(error).__name__}"
+    if isinstance(error, httpx.WriteError):
+        return f"sending the request to {where} failed: {message or type(error).__name__}"
+    return ""
+
+
+def _tls_reason(message: str) -> str:
+    """OpenSSL's message without its source location, and in words for the usual causes."""
+    message = _one_line(re.sub(r"\s*\(_ssl\.c:\d+\)", "", message))
+    if "CERTIFICATE_VERIFY_FAILED" in message:
+        detail = message.split("certificate verify failed:", 1)[-1].strip()
+        return f"its certificate is not trusted ({detail})"
+    if "WRONG_VERSION_NUMBER" in message:
+        return "the server did not answer in TLS (plain http on that port?)"
+    if "UNEXPECTED_EOF" in message or "EOF occurred" in message:
+        return "the server closed the connection during the TLS handshake"
+    return message
 
 
 def _network_reason(url: str, error: BaseException) -> str:
@@ -487,7 +561,7 @@ def _network_reason(url: str, error: BaseException) -> str:
     if "connection refused" in lowered:
         return f"connection refused by {host}{f':{port}' if port else ''}"
     if "ssl" in lowered or "certificate" in lowered:
-        return f"TLS error with {host}: {_one_line(message)}"
+        return f"TLS error with {host}{f':{port}' if port else ''}: {_tls_reason(message)}"
     return f"cannot reach {host}: {_one_line(message) or type(error).__name__}"
 
 
@@ -499,10 +573,13 @@ class _Capture(logging.Handler):
         super().__init__(logging.INFO)
         self.buffer = io.StringIO()
         self.network_errors: list[tuple[str, BaseException]] = []
+        self.circular_refresh = False
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args
+        if record.msg == "Circular meta refresh detected!":
+            self.circular_refresh = True
         if (
             isinstance(record.msg, str)
             and record.msg.startswith("cannot go to")

@@ -13,7 +13,7 @@ import html
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 from django.template import Context, Engine, Library, TemplateSyntaxError
 from django.template.base import Parser, Token
@@ -68,6 +68,8 @@ REFUSED_COMMANDS = {
 }
 
 URL_COMMANDS = {"go": 0, "form_action": 1, "formaction": 1, "fa": 1}
+# Commands whose first argument twill compiles as a regular expression.
+PATTERN_COMMANDS = frozenset({"find", "not_find", "notfind", "title", "url", "follow"})
 VARIABLE_SETTERS = {"set_global", "setglobal", "set_local", "setlocal"}
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -186,7 +188,7 @@ def validate(text: str, *, safe: bool | None = None) -> Script:
             raise ScriptError(f"unknown twill command {command!r}", number)
         if safe:
             _check_safe(command, args, number)
-        wrong = runner.arity_error(command, args)
+        wrong = runner.arity_error(command, args) or _argument_error(command, args)
         if wrong:  # "go {{ site.url }" would otherwise fail only when run
             raise ScriptError(wrong, number)
         extended = extended or command == "extend_with"
@@ -194,6 +196,21 @@ def validate(text: str, *, safe: bool | None = None) -> Script:
     if not steps:
         raise ScriptError("the script has no commands")
     return Script(source=text, steps=tuple(steps))
+
+
+def _argument_error(command: str, args: list[str]) -> str | None:
+    """Why an argument twill would choke on at run time is wrong, or None.
+    Arguments that hold a variable are checked when they expand, by twill."""
+    if not args or "$" in args[0] or args[0].startswith("__"):
+        return None
+    if command in PATTERN_COMMANDS:
+        try:
+            re.compile(args[0])
+        except re.error as error:
+            return f"bad regular expression {args[0]!r}: {error}"
+    if command == "code" and not args[0].strip().isdigit():
+        return f"code takes an HTTP status number, not {args[0]!r}"
+    return None
 
 
 def _check_safe(command: str, args: list[str], number: int) -> None:
@@ -241,9 +258,26 @@ def check_url(url: str, number: int, *, expanded: bool = False) -> None:
     if not expanded and url.startswith(("$", "__")):
         return
     match = _SCHEME.match(url)
-    if match is None or match.group(1).lower() in ("http", "https") or _is_host_and_port(url):
+    if match is not None and match.group(1).lower() in ("http", "https"):
+        _check_http_url(url, number)
+        return
+    if match is None or _is_host_and_port(url):
         return
     raise ScriptError(f"only http(s) URLs are allowed, not {match.group(1).lower()}: {url!r}", number)
+
+
+def _check_http_url(url: str, number: int) -> None:
+    """An absolute http(s) URL must parse and name a host (checked again
+    once variables have expanded)."""
+    if "$" in url or "__" in url:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as error:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise ScriptError(f"invalid URL {url!r}: {error}", number) from None
+    if not parts.hostname:
+        raise ScriptError(f"invalid URL {url!r}: it names no host", number)
 
 
 def _is_host_and_port(url: str) -> bool:

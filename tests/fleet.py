@@ -30,7 +30,9 @@ class Route:
     # Raw bytes to send instead of ``body`` (binary pages, gzip bombs).
     payload: bytes | None = None
     # Writes the whole response itself, given the request handler (resets,
-    # trickles, silences); ``status``, ``body`` and ``headers`` are then unused.
+    # trickles, silences); ``status``, ``body`` and ``headers`` are then
+    # unused. The connection closes afterwards, so a complete response
+    # should say "Connection: close".
     respond: Callable[[BaseHTTPRequestHandler], Any] | None = None
 
 
@@ -223,6 +225,7 @@ def trickle(seconds_per_byte: float, total: int = 10_000) -> Callable[[BaseHTTPR
         handler.send_response(200)
         handler.send_header("Content-Type", "text/html")
         handler.send_header("Content-Length", str(total))
+        handler.send_header("Connection", "close")
         handler.end_headers()
         for _ in range(total):
             handler.wfile.write(b"x")

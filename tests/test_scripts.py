@@ -311,3 +311,26 @@ def test_the_readme_lists_exactly_the_safe_and_refused_commands():
     assert set(re.findall(r"`(\w+)`", listed)) == SAFE_COMMANDS
     for command in REFUSED_COMMANDS:
         assert f"`{command}`" in text
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('find "(unclosed"', "bad regular expression '(unclosed': missing ), unterminated subpattern at position 0"),
+        ('not_find "[a-"', "bad regular expression '[a-': unterminated character set at position 0"),
+        ('title "*x"', "bad regular expression '*x': nothing to repeat at position 0"),
+        ("code two-hundred", "code takes an HTTP status number, not 'two-hundred'"),
+        ("go http://[127.0.0.1/", "invalid URL 'http://[127.0.0.1/': Invalid IPv6 URL"),
+        ("go http://", "invalid URL 'http://': it names no host"),
+        ("go http://127.0.0.1:99999/", "invalid URL 'http://127.0.0.1:99999/': Port out of range 0-65535"),
+    ],
+)
+def test_arguments_twill_would_choke_on_are_refused_before_the_run(line, reason):
+    with pytest.raises(ScriptError) as raised:
+        validate(f"go http://127.0.0.1/\n{line}")
+    assert (raised.value.line, raised.value.reason) == (2, reason)
+
+
+@pytest.mark.parametrize("line", ["find $pattern", "code ${status}", "go http://${host}:$port/", "title __title__"])
+def test_arguments_with_variables_are_checked_when_they_expand(line):
+    assert validate(line).steps[0].line == 1
