@@ -20,7 +20,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from kong.forms import SiteAdminForm, TestAdminForm, masked_variables
-from kong.models import Check, CheckStatus, Server, Site, Test, TestResult, Type
+from kong.models import Check, Server, Site, Test, TestResult, Type
+from kong.status import is_failing
 
 MUTE_FOR = timedelta(hours=1)
 
@@ -303,7 +304,7 @@ class CheckAdmin(admin.ModelAdmin):
 
     @admin.display(description="last reason")
     def last_reason(self, check: Check) -> str:
-        if check.status in (CheckStatus.PASSED, CheckStatus.PENDING) or check.last_result is None:
+        if not is_failing(check.status) or check.last_result is None:
             return ""
         return Truncator(check.last_result.reason).chars(100)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
 from kong.services import CheckReport, RunReport
+from kong.status import SYMBOLS, Status
 
 if TYPE_CHECKING:
     from kong.models import Check
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
 
 CLEAR_LINE = "\r\033[K"  # erases a terminal's live progress counter
 
-SYMBOLS = {"passed": "ok", "failed": "FAIL", "error": "ERROR", "timeout": "TIMEOUT", "crashed": "CRASH"}
 
 
 def label(item: CheckReport) -> str:
@@ -86,7 +86,7 @@ def as_nagios(report: RunReport) -> str:
 
 def as_junit(report: RunReport) -> bytes:
     """One testsuite per test, one testcase per site."""
-    failures = sum(1 for item in report.results if item.status == "failed")
+    failures = sum(1 for item in report.results if item.status == Status.FAILED)
     root = ET.Element(
         "testsuites",
         name="kong",
@@ -103,8 +103,8 @@ def as_junit(report: RunReport) -> bytes:
             "testsuite",
             name=test,
             tests=str(len(cases)),
-            failures=str(sum(1 for c in cases if c.status == "failed")),
-            errors=str(sum(1 for c in cases if c.status not in ("passed", "failed"))),
+            failures=str(sum(1 for c in cases if c.status == Status.FAILED)),
+            errors=str(sum(1 for c in cases if c.status not in (Status.PASSED, Status.FAILED))),
             time=f"{sum(c.duration_ms for c in cases) / 1000:.3f}",
         )
         for case in cases:
@@ -112,8 +112,8 @@ def as_junit(report: RunReport) -> bytes:
             element = ET.SubElement(
                 suite, "testcase", classname=f"kong.{test}", name=name, time=f"{case.duration_ms / 1000:.3f}"
             )
-            if case.status == "failed":
+            if case.status == Status.FAILED:
                 ET.SubElement(element, "failure", message=case.reason, type="failed").text = case.reason
-            elif case.status != "passed":
+            elif case.status != Status.PASSED:
                 ET.SubElement(element, "error", message=case.reason, type=case.status).text = case.reason
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)

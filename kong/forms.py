@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.forms.models import construct_instance
 
 from kong.models import Server, Site, Test, Type
-from kong.schedule import ScheduleError, validate_schedule
+from kong.schedule import validate_schedule_field
 from kong.scripts import MASK, ScriptError, context_for, mask, render, validate
 
 # Names a site variable may not take: context_for() sets them after the
@@ -74,10 +74,7 @@ class TestAdminForm(forms.ModelForm):
 
     def clean_schedule(self) -> str:
         expression = " ".join(self.cleaned_data["schedule"].split())
-        try:
-            validate_schedule(expression)
-        except ScheduleError as error:
-            raise ValidationError(str(error), code="invalid_schedule") from error
+        validate_schedule_field(expression)
         return expression
 
     def clean(self) -> dict[str, Any]:

@@ -85,12 +85,14 @@ def raw_cutoff(now: datetime | None = None, retention_days: int | None = None) -
 # -- folding -----------------------------------------------------------------
 
 
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (0.0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return float(sorted_values[rank - 1])
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (need not be sorted); None when
+    there are none. The dashboard's statistics and the rollups share it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return float(ordered[rank - 1])
 
 
 def fold_day(day: date) -> int:
@@ -127,7 +129,7 @@ def _rollup(day: date, key: tuple[int, int, int | None], runs: list[tuple[float,
         runs=len(runs),
         failures=sum(1 for _, succeeded in runs if not succeeded),
         mean_duration=round(sum(durations) / len(durations), 1),
-        p95_duration=round(percentile(durations, 0.95), 1),
+        p95_duration=round(percentile(durations, 0.95) or 0.0, 1),
         max_duration=round(durations[-1], 1),
     )
 

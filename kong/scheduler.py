@@ -13,7 +13,6 @@ from django.utils import timezone
 from kong import pool, rollups, services
 from kong.models import Check
 from kong.runner import Outcome
-from kong.scripts import ScriptError, mask
 
 logger = logging.getLogger("kong.scheduler")
 
@@ -61,13 +60,12 @@ class Scheduler:
         for check in services.claim_due(everything, now=now, limit=idle, token=token):
             if check.pk in self.in_flight:  # never twice, whatever the database says
                 continue
-            try:
-                job = services.build_job(check)
-            except ScriptError as error:
-                self.keep(check, services.invalid_outcome(error), "", token)
-                continue
-            self.in_flight[check.pk] = (check, mask(job.script.source, list(job.secrets)), token)
-            self.pool.submit(job)
+            prepared = services.prepare(check)
+            if prepared.invalid is not None:
+                self.keep(check, prepared.invalid, "", token)
+            elif prepared.job is not None:
+                self.in_flight[check.pk] = (check, prepared.source, token)
+                self.pool.submit(prepared.job)
         return reports + self.record_unrecorded()
 
     def collect(self, timeout: float) -> list[services.CheckReport]:

@@ -88,7 +88,7 @@ def test_each_check_and_server_gets_its_own_rollup(pair):
 
 
 def test_percentile_is_nearest_rank():
-    assert rollups.percentile([], 0.95) == 0.0
+    assert rollups.percentile([], 0.95) is None
     assert rollups.percentile([5.0], 0.95) == 5.0
     assert rollups.percentile([float(n) for n in range(1, 101)], 0.95) == 95.0
 

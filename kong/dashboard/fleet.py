@@ -18,10 +18,8 @@ from django.db.models import CharField, ExpressionWrapper, F, Max
 from django.utils import timezone
 
 from kong import schedule
-from kong.models import Check, CheckStatus, Site, Test
-
-FAILING = frozenset({CheckStatus.FAILED, CheckStatus.ERROR, CheckStatus.TIMEOUT, CheckStatus.CRASHED})
-
+from kong.models import Check, Site, Test
+from kong.status import FAILING, CheckStatus, is_muted
 
 # -- the fleet, from Check rows --------------------------------------------
 
@@ -64,7 +62,7 @@ class CheckState:
 
     @property
     def is_muted(self) -> bool:
-        return self.muted_until is not None and self.muted_until > timezone.now()
+        return is_muted(self.muted_until)
 
 
 @dataclass

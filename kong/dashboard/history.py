@@ -18,7 +18,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from kong.models import Check, Site, Test, TestResult
-from kong.rollups import DayStats, daily_history, raw_cutoff
+from kong.rollups import DayStats, daily_history, percentile, raw_cutoff
 
 # History ranges a page can show, by query-string value.
 RANGES: dict[str, timedelta] = {
@@ -59,15 +59,6 @@ class Stats:
     @property
     def pass_rate(self) -> float | None:
         return 100.0 * self.passed / self.runs if self.runs else None
-
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (need not be sorted); None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 def stats(points: Sequence[Point]) -> Stats:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from kong.scripts import ScriptError
 from kong.services.claims import claim_checks, claim_due, new_token, release_claims, renew_claims
-from kong.services.jobs import build_job, dry_run, invalid_outcome, masked_source
+from kong.services.jobs import Prepared, build_job, dry_run, invalid_outcome, masked_source, prepare
 from kong.services.planning import (
     KongError,
     applicable_keys,
@@ -33,6 +33,7 @@ __all__ = [
     "CheckReport",
     "KongError",
     "LeaseKeeper",
+    "Prepared",
     "RunReport",
     "ScriptError",
     "applicable_keys",
@@ -46,6 +47,7 @@ __all__ = [
     "new_token",
     "planned_checks",
     "pool_options",
+    "prepare",
     "preview_checks",
     "record",
     "record_many",

@@ -4,11 +4,13 @@ into a runner ``Job``, with the masked source a result keeps."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from kong.conf import kong_settings
 from kong.models import Check
 from kong.runner import Job, Outcome
 from kong.scripts import ScriptError, compile_script, context_for, mask, render
+from kong.status import Status
 
 
 def build_job(check: Check, *, timeout: float | None = None) -> Job:
@@ -36,7 +38,28 @@ def masked_source(check: Check) -> str:
 
 
 def invalid_outcome(error: ScriptError) -> Outcome:
-    return Outcome("error", 0, f"invalid script: {error}", failed_line=error.line)
+    return Outcome(Status.ERROR, 0, f"invalid script: {error}", failed_line=error.line)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A check made ready to run: its ``job``, or, when its script does not
+    render or validate, the ``invalid`` outcome to record at once instead;
+    ``source`` is the rendered script with secrets masked, as results keep it."""
+
+    check: Check
+    job: Job | None
+    source: str
+    invalid: Outcome | None = None
+
+
+def prepare(check: Check, *, timeout: float | None = None) -> Prepared:
+    """Build ``check``'s job; never raises for a bad script (see ``Prepared``)."""
+    try:
+        job = build_job(check, timeout=timeout)
+    except ScriptError as error:
+        return Prepared(check, None, "", invalid_outcome(error))
+    return Prepared(check, job, mask(job.script.source, list(job.secrets)))
 
 
 def dry_run(checks: Iterable[Check]) -> list[tuple[Check, ScriptError | None]]:

@@ -29,18 +29,9 @@ def explain_database_error(error: DatabaseError) -> str:
 
 def applicable_keys() -> set[tuple[int, int, int | None]]:
     """``(test_id, site_id, server_id)`` for every check the inventory implies."""
-    live = Site.objects.filter(is_live=True)
     tests = Test.objects.active()
     per_server = set(tests.filter(per_server=True).values_list("pk", flat=True))
-    pairs = set(
-        Test.sites.through.objects.filter(test__in=tests, site__in=live).values_list("test_id", "site_id")
-    )
-    by_type = Test.types.through.objects.filter(test__in=tests).values_list("test_id", "type_id")
-    type_sites: dict[int, list[int]] = {}
-    for site_id, type_id in live.filter(type__isnull=False).values_list("pk", "type_id"):
-        type_sites.setdefault(type_id, []).append(site_id)
-    for test_id, type_id in by_type:
-        pairs.update((test_id, site_id) for site_id in type_sites.get(type_id, ()))
+    pairs = tests.applicable_pairs()
     servers: dict[int, list[int]] = {}
     if per_server:
         for site_id, server_id in Site.servers.through.objects.filter(server__is_active=True).values_list(

@@ -16,9 +16,8 @@ from kong import pool
 from kong.conf import kong_settings
 from kong.models import Check, TestResult
 from kong.runner import Job, Outcome
-from kong.scripts import ScriptError, mask
 from kong.services.claims import release_claims, renew_claims
-from kong.services.jobs import build_job, invalid_outcome
+from kong.services.jobs import prepare
 from kong.services.recording import record_many
 from kong.services.reports import CheckReport, RunReport, report_for
 
@@ -89,13 +88,12 @@ def run_checks(
     jobs: list[Job] = []
     try:
         for check in checks:
-            try:
-                job = build_job(check, timeout=timeout)
-            except ScriptError as error:
-                keep(check, invalid_outcome(error))
-                continue
-            sources[check.pk] = mask(job.script.source, list(job.secrets))
-            jobs.append(job)
+            prepared = prepare(check, timeout=timeout)
+            sources[check.pk] = prepared.source
+            if prepared.invalid is not None:
+                keep(check, prepared.invalid)
+            elif prepared.job is not None:
+                jobs.append(prepared.job)
         size = kong_settings.WORKERS if workers is None else workers
         for job, outcome in _run_jobs(jobs, size, lease):
             keep(by_key[job.key], outcome)

@@ -21,24 +21,9 @@ from django.utils.timesince import timesince
 from kong import charts, dashboard
 from kong.models import Site
 from kong.scripts import mask
+from kong.status import ICONS, icon, worst
 
 register = template.Library()
-
-ICONS = {
-    "passed": "✓",
-    "failed": "✗",
-    "error": "⚠",
-    "timeout": "◷",
-    "crashed": "☠",
-    "pending": "○",
-}
-# What the worst of several statuses is, for a cell with one check per server.
-SEVERITY = ("crashed", "error", "timeout", "failed", "pending", "passed")
-
-
-def icon(status: str) -> str:
-    return ICONS.get(status, "?")
-
 
 @register.filter
 def status_badge(status: str) -> SafeString:
@@ -148,10 +133,6 @@ def _links(context: template.Context) -> _Links:
     if links is None:
         links = context.render_context["kong_links"] = _Links()
     return links
-
-
-def worst(statuses: Sequence[str]) -> str:
-    return min(statuses, key=lambda status: SEVERITY.index(status) if status in SEVERITY else 0)
 
 
 _EMPTY_CELL = '<td class="k-cell k-none"><span class="k-visually-hidden">not checked</span></td>'
