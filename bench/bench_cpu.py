@@ -25,7 +25,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, LatencyServer, Row, build_fleet, clear_results, emit, profiled, setup_django, timed
+from common import (
+    REPO,
+    LatencyServer,
+    Row,
+    build_fleet,
+    clear_results,
+    emit,
+    profile_if_missed,
+    setup_django,
+    timed,
+)
 
 SINGLE_GOAL = 0.8
 POOL_GOAL = 1.5
@@ -109,11 +119,7 @@ def main() -> None:
             ),
         ]
         for row, workers in zip(rows, (0, options.workers), strict=True):
-            if not row.met:
-                profile: list[str] = []
-                with profiled(profile):
-                    kong(workers)
-                row.profile = "\n".join(profile)
+            profile_if_missed(row, lambda workers=workers: kong(workers))
     emit(rows, options.json, "Kong benchmark P2: CPU-bound checks")
 
 

@@ -21,7 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from common import REPO, Row, build_fleet, emit, manage_env, profiled, setup_django
+from common import REPO, Row, build_fleet, emit, manage_env, profile_if_missed, setup_django
 
 GOAL_SECONDS = 0.5
 
@@ -90,11 +90,7 @@ def main() -> None:
             ),
             extra={"seconds": seconds, "queries": queries, "small_queries": small_queries},
         )
-        if not row.met:
-            profile: list[str] = []
-            with profiled(profile):
-                tick()
-            row.profile = "\n".join(profile)
+        profile_if_missed(row, tick)
     emit([row], options.json, "Kong benchmark P5: an idle --due tick")
 
 

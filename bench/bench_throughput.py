@@ -18,7 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, LatencyServer, Row, build_fleet, clear_results, emit, profiled, setup_django, timed
+from common import (
+    REPO,
+    LatencyServer,
+    Row,
+    build_fleet,
+    clear_results,
+    emit,
+    profile_if_missed,
+    setup_django,
+    timed,
+)
 
 GOAL = 200.0  # checks per second
 
@@ -82,11 +92,7 @@ def main() -> None:
             ),
             extra={"rate": rate, "bare_rate": bare_rate, "sequential_rate": sequential_rate},
         )
-        if not row.met:
-            profile: list[str] = []
-            with profiled(profile):
-                kong_pool()
-            row.profile = "\n".join(profile)
+        profile_if_missed(row, kong_pool)
     emit([row], options.json, "Kong benchmark P1: I/O-bound throughput")
 
 

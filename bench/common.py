@@ -154,8 +154,8 @@ def timed(function: Callable[[], Any]) -> tuple[float, Any]:
 
 # Where a Kong run's time goes, by the functions that do each part.
 PARTS = {
-    "record (DB write: result + check state)": ("kong/services.py", "record"),
-    "build_job (render + validate script)": ("kong/services.py", "build_job"),
+    "record (DB write: result + check state)": ("kong/services/recording.py", "record_many"),
+    "build_job (render + validate script)": ("kong/services/jobs.py", "build_job"),
     "runner.execute (twill, inline runs)": ("kong/runner.py", "execute"),
     "forking workers": ("kong/pool.py", "_spawn"),
     "stopping workers": ("kong/pool.py", "close"),
@@ -197,6 +197,16 @@ def profiled(into: list[str], *, limit: int = 18) -> Iterator[None]:
             lines = [line for line in out.getvalue().splitlines() if line.strip()]
             start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
             into.append(f"  by {order}:\n" + "\n".join(f"    {line}" for line in lines[start:]))
+
+
+def profile_if_missed(row: Row, run: Callable[[], Any]) -> None:
+    """When ``row``'s goal is missed, profile one more ``run()`` into ``row.profile``."""
+    if row.met:
+        return
+    profile: list[str] = []
+    with profiled(profile):
+        run()
+    row.profile = "\n".join(profile)
 
 
 def memory_kib(pid: int) -> dict[str, int]:
