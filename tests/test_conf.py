@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from kong.conf import DEFAULTS, kong_settings
 
-# The settings table in DESIGN.md: name -> default.
+# The settings table the README documents: name -> default.
 DOCUMENTED = {
     "MAIL_MANAGERS": False,
     "MAIL_ADMINS": False,

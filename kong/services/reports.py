@@ -11,7 +11,7 @@ from kong.models import Check, TestResult
 
 @dataclass
 class CheckReport:
-    """One check's result as commands and APIs print it (DESIGN's JSON shape)."""
+    """One check's result as commands and APIs print it (the JSON shape the README gives for --format json)."""
 
     test: str
     site: str
