@@ -23,13 +23,15 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
-from kong import dashboard, services
+from kong import dashboard, run_now, services
 from kong.conf import kong_settings
 from kong.models import RUN_PERMISSION, Check, Site, Test, TestResult
 from kong.scripts import mask, numbered
 
 HISTORY_PAGE_SIZE = 15
 FAILED_PAGE_SIZE = 25
+# How often a run-now's pending page reloads itself (seconds).
+PENDING_POLL_SECONDS = 1
 
 View = Callable[..., HttpResponse]
 
@@ -201,7 +203,8 @@ def test_detail(request: HttpRequest, test_slug: str) -> HttpResponse:
 @require_POST
 @csrf_protect
 def run_test_on_site(request: HttpRequest, site_slug: str, test_slug: str) -> HttpResponse:
-    """Run one test on one site now (``kong.services.run_check``), then show the result."""
+    """Start one test on one site now, in a process of its own (``kong.run_now``),
+    and answer at once with a page that follows the run."""
     history = reverse("kong:testresult_for_site", args=[site_slug, test_slug])
     if not request.user.is_authenticated:
         return redirect_to_login(history)
@@ -209,7 +212,7 @@ def run_test_on_site(request: HttpRequest, site_slug: str, test_slug: str) -> Ht
         return HttpResponseForbidden("You need the kong.run_check permission.", content_type="text/plain")
     site = get_object_or_404(Site, slug=site_slug)
     test = get_object_or_404(Test, slug=test_slug)
-    checks = Check.objects.filter(site=site, test=test).order_by("server__name")
+    checks = Check.objects.active().filter(site=site, test=test).order_by("server__name")
     if not checks.exists():
         services.sync_checks()  # the test or site may be newer than the last sync
     if server := request.POST.get("server"):
@@ -217,16 +220,57 @@ def run_test_on_site(request: HttpRequest, site_slug: str, test_slug: str) -> Ht
     check_ids = list(checks.values_list("pk", flat=True))
     if not check_ids:
         raise Http404("This test does not apply to this site.")
-    # Two run-now requests in two threads never run scripts at once: the
-    # runner serializes inline checks itself.
-    reports = [services.run_check(check_id) for check_id in check_ids]
-    for report in reports:
-        label = f"{test.name} on {site.name}" + (f" via {report['server']}" if report["server"] else "")
-        level = messages.SUCCESS if report["succeeded"] else messages.ERROR
-        messages.add_message(request, level, f"Ran {label}: {report['status']}.", fail_silently=True)
-    if len(reports) == 1:
-        return redirect("kong:result_detail", reports[0]["result_id"])
-    return redirect(history)
+    label = f"{test.name} on {site.name}"
+    try:
+        run = run_now.start(check_ids)
+    except run_now.RunNowError as error:
+        messages.error(request, f"Could not start {label}: {error}", fail_silently=True)
+        return redirect(history)
+    if not run.in_flight:
+        messages.info(request, f"Started {label}.", fail_silently=True)
+    elif not run.started:
+        messages.info(request, f"{label} is already running; this page follows that run.", fail_silently=True)
+    else:
+        text = f"Started {label}; {len(run.in_flight)} of its {len(check_ids)} checks were already running."
+        messages.info(request, text, fail_silently=True)
+    return redirect("kong:run_pending", run.ticket)
+
+
+@kong_page
+def run_pending(request: HttpRequest, ticket: str) -> HttpResponse:
+    """A run-now in flight. The page reloads itself every second while the
+    run lasts, then redirects to the result (to the history when the test
+    runs through several servers). A run that ended without recording a
+    result is said so, plainly."""
+    try:
+        entries = run_now.read_ticket(ticket)
+    except run_now.BadTicket:
+        raise Http404("No such run.") from None
+    rows = run_now.progress(entries)
+    finished = [(row.check, row.result) for row in rows if row.result is not None]
+    if rows and len(finished) == len(rows):
+        for check, result in finished:
+            via = f" via {check.server.name}" if check.server else ""
+            label = f"{check.test.name} on {check.site.name}{via}"
+            level = messages.SUCCESS if result.succeeded else messages.ERROR
+            messages.add_message(request, level, f"Ran {label}: {result.status}.", fail_silently=True)
+        if len(finished) == 1:
+            return redirect("kong:result_detail", finished[0][1].pk)
+        return redirect("kong:testresult_for_site", finished[0][0].site.slug, finished[0][0].test.slug)
+    first = rows[0].check if rows else None
+    context = {
+        "rows": rows,
+        "site": first.site if first else None,
+        "test": first.test if first else None,
+        "running": any(row.running for row in rows),
+        "lost": any(row.lost for row in rows),
+        "poll_seconds": PENDING_POLL_SECONDS,
+        "lease_seconds": int(kong_settings.CLAIM_LEASE),
+        "can_run": request.user.has_perm(RUN_PERMISSION),
+    }
+    response = render(request, templates("run_pending", first.test.slug if first else ""), context)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @kong_feed
