@@ -127,7 +127,8 @@ def demo_fleet(healthy: FakeSite, broken: FakeSite) -> None:
         add_history(check.site, check.test, 40, every=timedelta(minutes=30), base=60.0 + 35 * (check.site_id % 7))
 
 
-def test_browse_filter_open_failure_and_run_now(page, sites):
+def test_browse_filter_open_failure_and_run_now(page, sites, monkeypatch):
+    monkeypatch.setenv("KONG_SQLITE_PATH", str(connection.settings_dict["NAME"]))  # run-now's kong_run process
     healthy, broken = sites
     demo_fleet(healthy, broken)
     operator()

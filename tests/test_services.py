@@ -125,7 +125,8 @@ def test_a_retired_check_keeps_its_streak_and_does_not_alert_again_when_revived(
     test.save()
     services.run_checks(services.select_checks(), workers=0)
     revived = Check.objects.get()
-    assert revived.pk == check.pk and revived.is_active
+    assert revived.pk == check.pk
+    assert revived.is_active
     assert revived.consecutive_failures == 2
     assert len(mailoutbox) == 1  # still the same outage: no second alert
 
