@@ -4,15 +4,12 @@ Each problem has a stable id and a hint, so it shows up in ``manage.py
 check`` (and at deploy) instead of as a crash in the 3 a.m. cron run:
 
 - ``kong.E001``: a numeric ``KONG_*`` setting is not a number in range;
-- ``kong.E002``: ``KONG_WEBHOOKS`` is not a list of http(s) URLs;
 - ``kong.E003``: a ``KONG_NOTIFIERS`` entry cannot be imported or is not a Notifier;
 - ``kong.E004``: ``KONG_SECRET_VARIABLES`` is not a regular expression;
 - ``kong.E010``: a stored test schedule is unusable (``check --database``:
   ``Test.save`` refuses one, but a raw ``update()`` or ``loaddata`` can store it);
 - ``kong.E011``: ``KONG_TIME_ZONE`` (or ``TIME_ZONE``) is not a known time zone;
 - ``kong.E012``: ``KONG_RESULT_RETENTION_DAYS`` is not None or a whole number of days;
-- ``kong.W001``: mail is on but ``KONG_BASE_URL`` is empty, so mails cannot link to results;
-- ``kong.W002``: mail is on but ``MANAGERS``/``ADMINS`` (whichever is on) is empty;
 - ``kong.W010``: ``KONG_CLAIM_LEASE`` is shorter than a check may run, so an
   overlapping ``check_sites --due`` could claim a check that is still running
   (with ``check --database``: also against each active test's own timeout);
@@ -21,7 +18,13 @@ check`` (and at deploy) instead of as a crash in the 3 a.m. cron run:
 - ``kong.E013``: ``check --database``: Kong cannot read its tables;
 - ``kong.W012``: Kong's database is a SQLite file whose transactions do not
   take the write lock up front (``"transaction_mode": "IMMEDIATE"``);
-- ``kong.W013``: Kong's database is a SQLite file not in WAL mode.
+- ``kong.W013``: Kong's database is a SQLite file not in WAL mode;
+- ``kong.W014``: a ``KONG_*`` setting that Kong does not know (a misspelling
+  would otherwise be silently ignored).
+
+Each notifier checks its own settings (``Notifier.run_checks``): the webhook
+notifier raises ``kong.E002``, the email notifier ``kong.W001`` and
+``kong.W002``; these run for the notifiers listed in ``KONG_NOTIFIERS``.
 
 The checks tagged ``database`` run only with ``manage.py check --database``
 (and ``migrate``, which passes its database); they must work on a fresh,
@@ -62,13 +65,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     """Returns the problems with Kong's settings (empty when all is well)."""
     return [
         *_numbers(),
-        *_webhooks(),
         *_notifiers(),
+        *_unknown_settings(),
         *_secret_pattern(),
         *_time_zone(),
         *_retention(),
         *_lease(),
-        *_mail(),
         *_sqlite(),
     ]
 
@@ -225,21 +227,6 @@ def _numbers() -> list[CheckMessage]:
     return errors
 
 
-def _webhooks() -> list[CheckMessage]:
-    hooks = kong_settings.WEBHOOKS
-    if isinstance(hooks, (list, tuple)) and all(
-        isinstance(url, str) and url.startswith(("http://", "https://")) for url in hooks
-    ):
-        return []
-    return [
-        Error(
-            "KONG_WEBHOOKS must be a list of http(s) URLs.",
-            hint='For example KONG_WEBHOOKS = ["https://hooks.example.com/kong"].',
-            id="kong.E002",
-        )
-    ]
-
-
 def _notifiers() -> list[CheckMessage]:
     from kong.notifiers import Notifier
 
@@ -251,6 +238,7 @@ def _notifiers() -> list[CheckMessage]:
             problem = f"cannot be imported ({error})"
         else:
             if isinstance(notifier, type) and issubclass(notifier, Notifier):
+                errors += notifier.run_checks()  # each notifier validates its own settings
                 continue
             problem = "is not a subclass of kong.notifiers.Notifier"
         errors.append(
@@ -379,25 +367,15 @@ def _all_numbers(*values: object) -> bool:
     return all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
 
 
-def _mail() -> list[CheckMessage]:
+def _unknown_settings() -> list[CheckMessage]:
+    """A misspelt ``KONG_*`` setting is silently ignored; say so."""
+    import difflib
+
     warnings: list[CheckMessage] = []
-    if not (kong_settings.MAIL_MANAGERS or kong_settings.MAIL_ADMINS):
-        return warnings
-    if not kong_settings.BASE_URL:
-        warnings.append(
-            Warning(
-                "Kong mails link to results, but KONG_BASE_URL is empty.",
-                hint='Set KONG_BASE_URL = "https://ops.example.com" so links in mails work.',
-                id="kong.W001",
-            )
-        )
-    for flag, people in (("MAIL_MANAGERS", "MANAGERS"), ("MAIL_ADMINS", "ADMINS")):
-        if getattr(kong_settings, flag) and not getattr(settings, people, None):
-            warnings.append(
-                Warning(
-                    f"KONG_{flag} is on but settings.{people} is empty, so nobody gets Kong's mail.",
-                    hint=f'Set {people} = [("Ops", "ops@example.com")].',
-                    id="kong.W002",
-                )
-            )
+    for name in sorted(dir(settings)):
+        if not name.startswith("KONG_") or name[5:] in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(name[5:], DEFAULTS, n=1)
+        hint = f"Did you mean KONG_{close[0]}?" if close else "See the settings table in Kong's README."
+        warnings.append(Warning(f"{name} is not a Kong setting; Kong ignores it.", hint=hint, id="kong.W014"))
     return warnings

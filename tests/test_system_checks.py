@@ -6,7 +6,7 @@ import sqlite3
 from contextlib import closing
 
 import pytest
-from django.core.checks import CheckMessage, run_checks
+from django.core.checks import CheckMessage, Warning, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
@@ -210,3 +210,29 @@ def test_w013_trusts_a_file_already_in_wal_mode(tmp_path):
             database.execute("CREATE TABLE t (x)")
         settings_dict = {**SQLITE_FILE, "NAME": str(path), "OPTIONS": {"transaction_mode": "IMMEDIATE"}}
         assert [message.id for message in sqlite_file_problems("default", settings_dict)] == expected
+
+
+def test_w014_a_misspelt_kong_setting_is_named_with_a_suggestion():
+    with override_settings(KONG_MAIL_MANAGER=True, KONG_WORKERS=4):
+        messages = [message for message in check_settings() if message.id == "kong.W014"]
+    assert [message.msg for message in messages] == ["KONG_MAIL_MANAGER is not a Kong setting; Kong ignores it."]
+    assert messages[0].hint == "Did you mean KONG_MAIL_MANAGERS?"
+
+
+def test_each_notifier_checks_its_own_settings_and_only_when_listed():
+    from kong.notifiers import Notifier
+
+    class Picky(Notifier):
+        @classmethod
+        def run_checks(cls) -> list[CheckMessage]:
+            return [Warning("picky", id="tests.W001")]
+
+    with override_settings(KONG_NOTIFIERS=["tests.test_system_checks.PICKY"]):
+        globals()["PICKY"] = Picky
+        try:
+            assert "tests.W001" in [message.id for message in check_settings()]
+        finally:
+            del globals()["PICKY"]
+    # The webhook notifier's E002 is not raised when it is not listed.
+    with override_settings(KONG_NOTIFIERS=["kong.notifiers.email.EmailNotifier"], KONG_WEBHOOKS="nope"):
+        assert "kong.E002" not in [message.id for message in check_settings()]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
+from django.core.checks import CheckMessage
 from django.utils.module_loading import import_string
 
 from kong.conf import kong_settings
@@ -54,11 +55,19 @@ class NotifierError(Exception):
 
 
 class Notifier:
-    """Base class. Subclasses implement ``send`` and may override ``is_enabled``."""
+    """Base class. Subclasses implement ``send`` and may override
+    ``is_enabled`` and ``run_checks``."""
 
     @classmethod
     def is_enabled(cls) -> bool:
         return True
+
+    @classmethod
+    def run_checks(cls) -> list[CheckMessage]:
+        """The problems with this notifier's settings, as Django system
+        check messages with stable ids and hints; ``manage.py check`` runs
+        it for every notifier in ``KONG_NOTIFIERS``. Empty when all is well."""
+        return []
 
     def send(self, event: Event) -> None:
         """Deliver ``event``. Raises NotifierError on failure."""

@@ -7,6 +7,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from django.core.checks import CheckMessage, Error
+
 from kong.conf import kong_settings
 from kong.notifiers import Event, Notifier, NotifierError
 
@@ -32,6 +34,22 @@ class WebhookNotifier(Notifier):
     @classmethod
     def is_enabled(cls) -> bool:
         return bool(kong_settings.WEBHOOKS)
+
+    @classmethod
+    def run_checks(cls) -> list[CheckMessage]:
+        """kong.E002: ``KONG_WEBHOOKS`` must be a list of http(s) URLs."""
+        hooks = kong_settings.WEBHOOKS
+        if isinstance(hooks, (list, tuple)) and all(
+            isinstance(url, str) and url.startswith(("http://", "https://")) for url in hooks
+        ):
+            return []
+        return [
+            Error(
+                "KONG_WEBHOOKS must be a list of http(s) URLs.",
+                hint='For example KONG_WEBHOOKS = ["https://hooks.example.com/kong"].',
+                id="kong.E002",
+            )
+        ]
 
     def send(self, event: Event) -> None:
         body = json.dumps(payload(event)).encode()
