@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from kong import services
 from kong.conf import kong_settings
-from kong.models import Check, TestResult
+from kong.models import Check, Site, Test, TestResult
 
 SALT = "kong.run_now"
 
@@ -73,6 +73,25 @@ class Progress:
     def lost(self) -> bool:
         """The run is over but recorded nothing: its claim expired or was released."""
         return not self.running and self.result is None
+
+
+class NothingToRun(Exception):
+    """The test does not apply to the site (or not through that server)."""
+
+
+def checks_for(site: Site, test: Test, server: str = "") -> list[int]:
+    """The ids of ``test``'s active checks on ``site`` (only through the
+    server with slug ``server``, if given), syncing first when the test or
+    site is newer than the last sync. Raises NothingToRun when there are none."""
+    checks = Check.objects.active().filter(site=site, test=test).order_by("server__name")
+    if not checks.exists():
+        services.sync_checks()
+    if server:
+        checks = checks.filter(server__slug=server)
+    ids = list(checks.values_list("pk", flat=True))
+    if not ids:
+        raise NothingToRun(f"{test.name} does not apply to {site.name}")
+    return ids
 
 
 def start(check_ids: Sequence[int]) -> Started:

@@ -18,14 +18,15 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
-from kong import dashboard, run_now, services
+from kong import dashboard, run_now
 from kong.conf import kong_settings
-from kong.models import RUN_PERMISSION, Check, Site, Test, TestResult
+from kong.models import RUN_PERMISSION, Site, Test, TestResult
 from kong.scripts import mask, numbered
 
 HISTORY_PAGE_SIZE = 15
@@ -68,7 +69,12 @@ def templates(page: str, *specific: str) -> list[str]:
     return [f"kong/{page}_{key}.html" for key in specific if key] + [f"kong/{page}.html"]
 
 
-def render_live(request: HttpRequest, page: str, context: dict[str, Any]) -> HttpResponse:
+def render(request: HttpRequest, names: list[str], context: dict[str, Any]) -> TemplateResponse:
+    """A ``TemplateResponse``, so host projects and tests can read ``context_data``."""
+    return TemplateResponse(request, names, context)
+
+
+def render_live(request: HttpRequest, page: str, context: dict[str, Any]) -> TemplateResponse:
     """The whole page, or with ``?partial=1`` only its live fragment (for in-place refresh)."""
     context["refresh"] = int(kong_settings.DASHBOARD_REFRESH)
     if request.GET.get("partial"):
@@ -107,16 +113,9 @@ def failed(request: HttpRequest) -> HttpResponse:
 def site_detail(request: HttpRequest, site_slug: str) -> HttpResponse:
     """Every test on one site with its latest result and a sparkline."""
     site = get_object_or_404(Site.objects.select_related("type"), slug=site_slug)
-    checks = list(
-        Check.objects.filter(site=site)
-        .select_related("test", "server", "last_result")
-        .defer("last_result__content", "last_result__script")
-        .order_by("test__name", "server__name")
-    )
-    recent = dashboard.recent_points(checks)
     context = {
         "site": site,
-        "rows": [(check, recent[check.pk]) for check in checks],
+        "rows": dashboard.site_checks(site),
         "servers": list(site.servers.all()),
         "can_run": request.user.has_perm(RUN_PERMISSION),
     }
@@ -141,7 +140,7 @@ def testresult_for_site(request: HttpRequest, site_slug: str, test_slug: str) ->
     context = {
         "site": site,
         "test": test,
-        "checks": list(Check.objects.filter(site=site, test=test).select_related("server")),
+        "checks": dashboard.pair_checks(site, test),
         "page": Paginator(results, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
         "points": points,
         "stats": dashboard.stats(points),
@@ -178,22 +177,11 @@ def test_detail(request: HttpRequest, test_slug: str) -> HttpResponse:
     """One test across all its sites, with a chart comparing their durations."""
     test = get_object_or_404(Test, slug=test_slug)
     range_name, since = dashboard.range_start(request.GET.get("range", ""))
-    checks = list(
-        Check.objects.filter(test=test)
-        .select_related("site", "server", "last_result")
-        .defer("last_result__content", "last_result__script", "site__variables")
-        .order_by("site__name", "server__name")
-    )
-    series = dashboard.series_for_test(test, since)
-    names = {check.site_id: check.site.name for check in checks}
-    missing = set(series) - set(names)
-    if missing:  # sites the test no longer applies to still have history
-        names.update(Site.objects.filter(pk__in=missing).values_list("pk", "name"))
-    site_series = sorted(((names[site_id], points) for site_id, points in series.items()), key=lambda s: s[0])
+    checks = dashboard.test_checks(test)
     context = {
         "test": test,
         "checks": checks,
-        "series": site_series,
+        "series": dashboard.named_series_for_test(test, since, checks),
         "range": range_name,
         "ranges": list(dashboard.RANGES),
     }
@@ -212,14 +200,10 @@ def run_test_on_site(request: HttpRequest, site_slug: str, test_slug: str) -> Ht
         return HttpResponseForbidden("You need the kong.run_check permission.", content_type="text/plain")
     site = get_object_or_404(Site, slug=site_slug)
     test = get_object_or_404(Test, slug=test_slug)
-    checks = Check.objects.active().filter(site=site, test=test).order_by("server__name")
-    if not checks.exists():
-        services.sync_checks()  # the test or site may be newer than the last sync
-    if server := request.POST.get("server"):
-        checks = checks.filter(server__slug=server)
-    check_ids = list(checks.values_list("pk", flat=True))
-    if not check_ids:
-        raise Http404("This test does not apply to this site.")
+    try:
+        check_ids = run_now.checks_for(site, test, request.POST.get("server", ""))
+    except run_now.NothingToRun:
+        raise Http404("This test does not apply to this site.") from None
     label = f"{test.name} on {site.name}"
     try:
         run = run_now.start(check_ids)

@@ -156,6 +156,17 @@ def test_every_page_renders_for_a_logged_in_user(client, pair):
         assert b'<link rel="stylesheet" href="/static/kong/kong.css">' in response.content, url
 
 
+def test_every_page_is_a_template_response_whose_context_a_host_project_can_read(client, pair):
+    site, test = pair
+    result = add_result(*pair, "failed", reason="boom", failed_line=3)
+    login(client)
+    contexts = {url: client.get(url).context_data for url in page_urls(*pair, result)}
+    assert all(context is not None for context in contexts.values())
+    assert contexts[reverse("kong:site_detail", args=[site.slug])]["site"] == site
+    assert contexts[reverse("kong:test_detail", args=[test.slug])]["test"] == test
+    assert contexts[reverse("kong:result_detail", args=[result.pk])]["result"] == result
+
+
 def test_public_dashboard_needs_no_login(client, pair, settings):
     settings.KONG_PUBLIC_DASHBOARD = True
     result = add_result(*pair)

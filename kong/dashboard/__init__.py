@@ -40,21 +40,26 @@ from kong.dashboard.history import (
     Stats,
     daily,
     history,
+    named_series_for_test,
     neighbours,
+    pair_checks,
     percentile,
     points,
     range_start,
     recent_failures,
     recent_points,
     series_for_test,
+    site_checks,
     stats,
+    test_checks,
 )
 
 __all__ = [
     "CHART_LIMIT", "COMPARISON_LIMIT", "DAILY_MIN_DAYS", "DEFAULT_RANGE", "FAILING", "HISTORY_RANGES", "RANGES",
     "CheckState", "DailyHistory", "Filters", "Fleet", "Light", "Matrix", "Point", "Ref", "Rollup", "Row", "SiteRef",
     "Staleness", "Stats",
-    "build_matrix", "counts", "daily", "history", "lights", "load_fleet", "neighbours", "percentile", "points",
+    "build_matrix", "counts", "daily", "history", "lights", "load_fleet", "named_series_for_test", "neighbours",
+    "pair_checks", "percentile", "points",
     "prometheus", "range_start", "recent_failures", "recent_points", "runner_staleness", "series_for_test",
-    "shortest_interval", "stats", "status_json",
+    "shortest_interval", "site_checks", "stats", "status_json", "test_checks",
 ]  # fmt: skip

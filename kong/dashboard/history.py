@@ -185,3 +185,46 @@ def neighbours(result: TestResult) -> tuple[TestResult | None, TestResult | None
     previous = older.order_by("-run_date", "-pk").first()
     following = newer.order_by("run_date", "pk").first()
     return previous, following
+
+
+# -- one site, one test, one pair: the detail pages' read models ----------------
+
+
+def site_checks(site: Site) -> list[tuple[Check, list[Point]]]:
+    """Every active check on ``site`` with its recent points, by test name."""
+    checks = list(
+        Check.objects.active()
+        .filter(site=site)
+        .select_related("test", "server", "last_result")
+        .defer("last_result__content", "last_result__script")
+        .order_by("test__name", "server__name")
+    )
+    recent = recent_points(checks)
+    return [(check, recent[check.pk]) for check in checks]
+
+
+def pair_checks(site: Site, test: Test) -> list[Check]:
+    """The checks of ``test`` on ``site``: one, or one per server."""
+    return list(Check.objects.active().filter(site=site, test=test).select_related("server").order_by("server__name"))
+
+
+def test_checks(test: Test) -> list[Check]:
+    """Every active check of ``test``, by site name."""
+    return list(
+        Check.objects.active()
+        .filter(test=test)
+        .select_related("site", "server", "last_result")
+        .defer("last_result__content", "last_result__script", "site__variables")
+        .order_by("site__name", "server__name")
+    )
+
+
+def named_series_for_test(test: Test, since: datetime, checks: Sequence[Check]) -> list[tuple[str, list[Point]]]:
+    """``series_for_test`` by site name, sorted; sites the test no longer
+    applies to keep their history under their own name."""
+    series = series_for_test(test, since)
+    names = {check.site_id: check.site.name for check in checks}
+    missing = set(series) - set(names)
+    if missing:
+        names.update(Site.objects.filter(pk__in=missing).values_list("pk", "name"))
+    return sorted(((names[site_id], points) for site_id, points in series.items()), key=lambda item: item[0])
