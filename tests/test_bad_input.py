@@ -116,6 +116,8 @@ class Case:
     line: int | None
     servername: str = "<web>"
     settings: dict[str, Any] = field(default_factory=dict)
+    # Another acceptable (status, reason, line), where the ending depends on the machine's speed.
+    also: tuple[str, str, int | None] | None = None
     xfail: str = ""
 
 
@@ -193,7 +195,8 @@ CASES = [
          r"^page larger than the 1 MiB limit \(read 1\.\d MiB of ", 1, settings={"KONG_MAX_PAGE_BYTES": 1 << 20}),
     # twill's ResultWrapper._fix_forms searches the whole page once per form
     # (quadratic): 10,000 forms take about 8 s to load, so the timeout ends it.
-    Case("10,000 forms", "go <web>/forms\nfv 10001 q hello", "timeout", r"^timed out after 2 s at line 1$", 1),
+    Case("10,000 forms", "go <web>/forms\nfv 10001 q hello", "timeout", r"^timed out after 2 s at line 1$", 1,
+         also=("failed", r"^Form not found at line 2$", 2)),
     Case("catastrophic regular expression", "go <web>/aaa\nfind '(a+)+$'", "timeout", r"^timed out after 2 s", 2),
     Case("empty page", "go <web>/empty\nfind 'Latest News'", "error",
          r"^the page is empty \(http://127\.0\.0\.1:\d+/empty\) at line 1$", 1),
@@ -253,9 +256,12 @@ def test_bad_input_is_recorded_with_a_status_a_reason_and_a_line(case: Case, ser
     summary = (result.status, result.reason, result.failed_line)
     assert result.status in ("error", "failed", "timeout"), summary
     assert not result.succeeded
-    assert result.status == case.status, summary
-    assert re.search(case.reason, result.reason), summary
-    assert result.failed_line == case.line, summary
+    status, reason, line = case.status, case.reason, case.line
+    if case.also and result.status == case.also[0]:
+        status, reason, line = case.also
+    assert result.status == status, summary
+    assert re.search(reason, result.reason), summary
+    assert result.failed_line == line, summary
     assert "Traceback" not in result.content, result.content
     assert "\n" not in result.reason, summary
     assert elapsed < TIMEOUT + SLACK, elapsed  # never a hang past the timeout
