@@ -1,10 +1,15 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).resolve().parent
+# One source for the version: kong/__init__.py.
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "kong" / "__init__.py").read_text(), re.M).group(1)
+
 setup(
     name="django-kong",
-    version="2.0.0",
+    version=VERSION,
     description="Fleet-wide functional smoke tests for Django sites, written in twill.",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

@@ -1,4 +1,4 @@
-"""kong.charts: server-side SVG, escaped and accessible."""
+"""kong.dashboard.charts: server-side SVG, escaped and accessible."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from kong import charts
-from kong.charts import Sample, Series
+from kong.dashboard import charts
+from kong.dashboard.charts import Sample, Series
 from kong.rollups import DayStats
 
 SVG = "{http://www.w3.org/2000/svg}"

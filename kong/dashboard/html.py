@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from kong import charts
+from kong.dashboard import charts
 from kong.dashboard.fleet import CheckState, Row
 from kong.dashboard.history import Point
 from kong.status import ICONS, icon, worst

@@ -16,8 +16,8 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
-from kong import charts, dashboard
-from kong.dashboard import html
+from kong import dashboard
+from kong.dashboard import charts, html
 from kong.models import Site
 from kong.scripts import mask
 from kong.status import icon
