@@ -135,7 +135,7 @@ def test_an_empty_script_is_an_error():
         validate("# nothing but a comment\n\n")
 
 
-# The attack list: every exec or file form named in DESIGN.md, and the
+# The attack list: every exec or file form the README's safe-mode section names, and the
 # argument tricks that make twill evaluate Python. Each is on line 2, after
 # an innocent line, so the error must name the right line.
 ATTACKS = [
