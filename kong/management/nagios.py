@@ -6,6 +6,9 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+
+from kong.services import explain_database_error
 
 EXIT_UNKNOWN = 3  # Nagios UNKNOWN: Kong could not run
 
@@ -26,3 +29,11 @@ class NagiosCommand(BaseCommand):
 
         parser.error = error  # type: ignore[method-assign]
         return parser
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        """Run the command; a database Kong cannot use, found anywhere (even
+        by Django's own system checks before ``handle``), exits 3 with one line."""
+        try:
+            return super().execute(*args, **options)
+        except DatabaseError as error:
+            raise CommandError(explain_database_error(error), returncode=EXIT_UNKNOWN) from error

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
-from django.db import DatabaseError
 
 from kong import formats, progress, services
 from kong.conf import kong_settings
@@ -43,8 +42,6 @@ class Command(NagiosCommand):
             code = self.check_sites(options)
         except services.KongError as error:
             raise CommandError(str(error), returncode=EXIT_UNKNOWN) from error
-        except DatabaseError as error:
-            raise CommandError(services.explain_database_error(error), returncode=EXIT_UNKNOWN) from error
         except BrokenPipeError:  # `check_sites | head`: every result is recorded; stop printing
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             code = EXIT_UNKNOWN

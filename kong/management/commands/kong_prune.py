@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from kong import rollups
 from kong.conf import kong_settings
+from kong.management.nagios import NagiosCommand
 from kong.models import TestResult
 
 
-class Command(BaseCommand):
+class Command(NagiosCommand):
     help = (
         "Roll raw results up into daily rows, then delete raw results older than "
         "KONG_RESULT_RETENTION_DAYS, in small batches."

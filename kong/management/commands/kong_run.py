@@ -5,15 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.core.management.base import CommandParser
 
 from kong import formats, run_now
+from kong.management.nagios import NagiosCommand
 
-EXIT_UNKNOWN = 3  # Nagios UNKNOWN: Kong could not run
 
-
-class Command(BaseCommand):
+class Command(NagiosCommand):
     help = (
         "Run the checks still claimed with --token in worker processes and record them. "
         "The dashboard's run-now starts this; it is not for cron (use check_sites --due)."
@@ -26,10 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("checks", nargs="+", type=int, metavar="CHECK_ID", help="Check ids")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            report = run_now.run(options["token"], options["checks"])
-        except DatabaseError as error:
-            raise CommandError(f"database error: {error}", returncode=EXIT_UNKNOWN) from error
+        report = run_now.run(options["token"], options["checks"])  # a database error exits 3 (NagiosCommand)
         for item in report.results:
             self.stdout.write(formats.text_line(item))
         if report.results:
