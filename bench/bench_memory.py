@@ -32,9 +32,9 @@ TOTAL_GOAL_MIB = 1024.0
 
 def measure(url: str, workers: int, *, cold: bool = False) -> dict[str, Any]:
     """Run 3 checks per worker in a fresh pool; return memory figures in MiB."""
-    from kong import pool, runner
-    from kong.runner import Job
-    from kong.scripts import validate
+    from kong.engine import pool, runner
+    from kong.engine.runner import Job
+    from kong.engine.scripts import validate
 
     saved = (runner._warmed_up, gc.freeze)
     if cold:  # what the pool did before tuning: no warm-up, heap not frozen

@@ -11,8 +11,8 @@ from kong.services import CheckReport, RunReport
 from kong.status import SYMBOLS, Status
 
 if TYPE_CHECKING:
+    from kong.engine.scripts import ScriptError
     from kong.models import Check
-    from kong.scripts import ScriptError
 
 CLEAR_LINE = "\r\033[K"  # erases a terminal's live progress counter
 

@@ -17,9 +17,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import construct_instance
 
+from kong.engine.scripts import ScriptError, context_for, render, validate
+from kong.masking import MASK, mask
 from kong.models import Server, Site, Test, Type
 from kong.schedule import validate_schedule_field
-from kong.scripts import MASK, ScriptError, context_for, mask, render, validate
 
 # Names a site variable may not take: context_for() sets them after the
 # variables, so such a variable would be silently shadowed.

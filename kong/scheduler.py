@@ -10,9 +10,10 @@ from datetime import date, datetime
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from kong import pool, rollups, services
+from kong import rollups, services
+from kong.engine import pool
+from kong.engine.runner import Outcome
 from kong.models import Check
-from kong.runner import Outcome
 
 logger = logging.getLogger("kong.scheduler")
 

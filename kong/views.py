@@ -26,8 +26,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from kong import dashboard, run_now
 from kong.conf import kong_settings
+from kong.engine.scripts import numbered
+from kong.masking import mask
 from kong.models import RUN_PERMISSION, Site, Test, TestResult
-from kong.scripts import mask, numbered
 
 HISTORY_PAGE_SIZE = 15
 FAILED_PAGE_SIZE = 25

@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from kong.engine.scripts import compile_script
+from kong.masking import MASK
 from kong.models import Check, Site, Test, TestResult
-from kong.scripts import MASK, compile_script
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 FIXTURE = EXAMPLE / "fixtures" / "demo_fleet.json"

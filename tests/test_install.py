@@ -168,7 +168,7 @@ django.setup()
 from django.db import transaction
 from kong import services
 from kong.models import Check
-from kong.runner import Outcome
+from kong.engine.runner import Outcome
 
 go = pathlib.Path(os.environ["KONG_WRITER_GO"])
 while not go.exists():

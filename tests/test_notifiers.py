@@ -12,9 +12,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from kong import services
+from kong.masking import MASK
 from kong.models import Check, TestResult
 from kong.notifiers import Event, Notifier, NotifierError, notify
-from kong.scripts import MASK
 from tests.factories import make_site, make_test
 from tests.fleet import closed_port
 

@@ -1,4 +1,4 @@
-"""kong.pool tuning: lazy spawning, fork preparation, long-lived pools, many workers.
+"""kong.engine.pool tuning: lazy spawning, fork preparation, long-lived pools, many workers.
 
 (The timeout and crash layers are covered in tests/test_runner.py.)
 """
@@ -17,9 +17,9 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from kong import pool, runner
-from kong.runner import Job
-from kong.scripts import validate
+from kong.engine import pool, runner, transport
+from kong.engine.runner import Job
+from kong.engine.scripts import validate
 
 
 def job(body: str, key: object, *, timeout: float = 30) -> Job:
@@ -105,7 +105,7 @@ def test_db_connections_are_closed_and_the_check_path_warmed_up_before_forking(w
         list(workers.run([job(f"go {web.url()}", key=1)]))
     assert connection.connection is None  # closed before the fork; reopened on next use
     assert runner._warmed_up
-    assert runner.tls_context(True) is runner.tls_context(True)
+    assert transport.tls_context(True) is transport.tls_context(True)
 
 
 def test_workers_share_the_parents_pages(web):

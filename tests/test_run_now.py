@@ -29,8 +29,8 @@ from django.utils import timezone
 
 from kong import run_now, services
 from kong.conf import kong_settings
+from kong.engine.runner import Outcome
 from kong.models import Check, Test, TestResult
-from kong.runner import Outcome
 from tests.factories import make_site, make_test
 from tests.fleet import FakeSite, child_pids, trickle
 

@@ -1,4 +1,4 @@
-"""kong.runner (and kong.pool, which runs it in worker processes): real
+"""kong.engine.runner (and kong.engine.pool, which runs it in worker processes): real
 scripts against real pages on 127.0.0.1 or through twill's WSGI transport."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from kong import pool, runner
-from kong.runner import Job, Outcome
-from kong.scripts import MASK, Script, Step, validate
+from kong.engine import pool, runner
+from kong.engine.runner import Job, Outcome
+from kong.engine.scripts import Script, Step, validate
+from kong.masking import MASK
 from tests.fleet import FakeSite, closed_port, gzip_bomb, gzipped
 
 

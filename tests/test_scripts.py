@@ -1,4 +1,4 @@
-"""kong.scripts: rendering a test body for a site, and safe-mode validation."""
+"""kong.engine.scripts: rendering a test body for a site, and safe-mode validation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import re
 import pytest
 from django.test import override_settings
 
-from kong import runner
-from kong.models import Site, Test
-from kong.scripts import (
-    MASK,
+from kong.engine import grammar
+from kong.engine.scripts import (
     REFUSED_COMMANDS,
     SAFE_COMMANDS,
     Script,
@@ -18,10 +16,11 @@ from kong.scripts import (
     Step,
     compile_script,
     context_for,
-    mask,
     render,
     validate,
 )
+from kong.masking import MASK, mask
+from kong.models import Site, Test
 from tests.factories import make_server, make_site, make_test
 
 
@@ -196,9 +195,9 @@ def test_safe_mode_refuses_every_line_of_the_attack_list(line, reason):
 
 
 def test_every_refused_command_is_a_real_twill_command_and_none_is_allowed():
-    assert set(REFUSED_COMMANDS) <= runner.COMMANDS
+    assert set(REFUSED_COMMANDS) <= grammar.COMMANDS
     assert not set(REFUSED_COMMANDS) & SAFE_COMMANDS
-    assert SAFE_COMMANDS <= runner.COMMANDS
+    assert SAFE_COMMANDS <= grammar.COMMANDS
 
 
 @pytest.mark.parametrize("command", sorted(REFUSED_COMMANDS))
@@ -306,7 +305,7 @@ def test_the_readme_lists_exactly_the_safe_and_refused_commands():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    listed = text.split("<!-- safe-commands: generated from kong.scripts.SAFE_COMMANDS -->")[1]
+    listed = text.split("<!-- safe-commands: generated from kong.engine.scripts.SAFE_COMMANDS -->")[1]
     listed = listed.split("<!-- /safe-commands -->")[0]
     assert set(re.findall(r"`(\w+)`", listed)) == SAFE_COMMANDS
     for command in REFUSED_COMMANDS:

@@ -15,8 +15,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from kong import services
+from kong.masking import MASK
 from kong.models import Check, TestResult
-from kong.scripts import MASK
 from tests.factories import make_server, make_site, make_test, make_type
 from tests.fleet import child_pids, closed_port
 

@@ -16,10 +16,10 @@ from django.urls import resolve, reverse
 from django.utils import timezone
 
 from kong import run_now, services
+from kong.engine.runner import Outcome
+from kong.masking import MASK
 from kong.models import Check, DailyRollup, Site, Test, TestResult
 from kong.rollups import local_day
-from kong.runner import Outcome
-from kong.scripts import MASK
 from tests.factories import make_server, make_site, make_test, make_type
 
 pytestmark = pytest.mark.django_db

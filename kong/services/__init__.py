@@ -13,7 +13,7 @@ talk to twill or send mail themselves. One module per job:
 
 from __future__ import annotations
 
-from kong.scripts import ScriptError
+from kong.engine.scripts import ScriptError
 from kong.services.claims import claim_checks, claim_due, new_token, release_claims, renew_claims
 from kong.services.jobs import Prepared, build_job, dry_run, invalid_outcome, masked_source, prepare
 from kong.services.planning import (

@@ -7,9 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kong.conf import kong_settings
+from kong.engine.runner import Job, Outcome
+from kong.engine.scripts import ScriptError, compile_script, context_for, render
+from kong.masking import mask
 from kong.models import Check
-from kong.runner import Job, Outcome
-from kong.scripts import ScriptError, compile_script, context_for, mask, render
 from kong.status import Status
 
 

@@ -13,10 +13,10 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from kong import schedule
+from kong.engine.runner import Outcome
+from kong.masking import mask
 from kong.models import Check, TestResult
 from kong.notifiers import Event, notify
-from kong.runner import Outcome
-from kong.scripts import mask
 from kong.services.jobs import masked_source
 
 logger = logging.getLogger("kong.services")

@@ -12,10 +12,10 @@ from typing import Any
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
-from kong import pool
 from kong.conf import kong_settings
+from kong.engine import pool
+from kong.engine.runner import Job, Outcome
 from kong.models import Check, TestResult
-from kong.runner import Job, Outcome
 from kong.services.claims import release_claims, renew_claims
 from kong.services.jobs import prepare
 from kong.services.recording import record_many

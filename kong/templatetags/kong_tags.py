@@ -18,8 +18,8 @@ from django.utils.timesince import timesince
 
 from kong import dashboard
 from kong.dashboard import charts, html
+from kong.masking import mask
 from kong.models import Site
-from kong.scripts import mask
 from kong.status import icon
 
 register = template.Library()

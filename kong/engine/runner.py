@@ -2,7 +2,7 @@
 
 This is the only module that imports twill. twill 3.3 keeps its browser,
 options and namespaces in module globals, so a check must never share a
-process with another running check: concurrency comes from ``kong.pool``'s
+process with another running check: concurrency comes from ``kong.engine.pool``'s
 worker processes, and every check starts by resetting twill's state. Output
 is captured with a per-run handler on the ``twill`` logger; ``set_output``
 is never called (it rebinds ``sys.stdout``).
@@ -10,39 +10,30 @@ is never called (it rebinds ``sys.stdout``).
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import os
 import re
 import resource
 import signal
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import cache, lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import twill
-from httpx._decoders import IdentityDecoder  # what a response without Content-Encoding uses
-from pyparsing import ParseException
 from twill import commands, namespaces, parse
 from twill.browser import browser
 from twill.errors import TwillAssertionError, TwillException
 
-if TYPE_CHECKING:
-    from kong.scripts import Script, Step
+from kong.engine import transport
+from kong.engine.scripts import URL_COMMANDS, Script, ScriptError, Step, check_url
+from kong.masking import mask
 
-COMMANDS: frozenset[str] = frozenset(commands.__all__)
-# One step (``go``, ``submit``) follows redirects (httpx stops at 20) and
-# meta refreshes (twill stops only when a URL repeats): past this many
-# requests it is a loop.
-MAX_REQUESTS_PER_STEP = 50
 MAX_LOG_CHARS = 64_000
 MAX_REASON_CHARS = 460  # TestResult.reason holds 500, with room for " at line N"
 
@@ -113,83 +104,9 @@ class Outcome:
         return asdict(self)
 
 
-class PageTooLarge(Exception):
-    """A response decoded to more than the check's page limit."""
-
-    def __init__(self, url: str, read: int, limit: int) -> None:
-        self.url, self.read, self.limit = url, read, limit
-        super().__init__(f"page larger than the {size(limit)} limit (read {size(read, exact=False)} of {url})")
-
-
-def size(count: int, *, exact: bool = True) -> str:
-    """``"10 MiB"`` (``exact``: no needless decimals) or ``"10.0 MiB"``."""
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= factor:
-            return f"{count / factor:g} {unit}" if exact else f"{count / factor:.1f} {unit}"
-    return f"{count} bytes"
-
-
-class TooManyRequests(Exception):
-    """One step made more than MAX_REQUESTS_PER_STEP requests."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(
-            f"stopped after {MAX_REQUESTS_PER_STEP} requests in one step, a redirect or meta refresh loop "
-            f"(the last was {url})"
-        )
-
-
 class _ExitScript(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
-
-
-def parse_line(line: str) -> tuple[str, list[str]] | None:
-    """Parse one line with twill's grammar; None for a comment.
-
-    Raises ValueError for anything twill would silently skip or truncate,
-    such as an unterminated quote.
-    """
-    parsed = _parse_cached(line)
-    return None if parsed is None else (parsed[0], list(parsed[1]))
-
-
-@lru_cache(maxsize=8192)
-def _parse_cached(line: str) -> tuple[str, tuple[str, ...]] | None:
-    # twill's pyparsing grammar costs about 0.3 ms a line; fleets repeat
-    # most lines (`code 200`) on every site and every run.
-    try:
-        results = parse.full_command.parse_string(line, parse_all=True)
-    except ParseException as error:
-        if line.count('"') % 2 or line.count("'") % 2:
-            raise ValueError("unterminated quote") from error
-        raise ValueError(f"unexpected text at column {error.col}") from error
-    if not results:
-        return None
-    return str(results.command), tuple(str(arg) for arg in results.arguments.as_list())
-
-
-def arity_error(command: str, args: list[str]) -> str | None:
-    """Why ``command`` cannot take ``args`` (twill would fail with a TypeError
-    at run time), or None. Commands twill does not define are not checked."""
-    function = getattr(commands, command, None)
-    if not inspect.isfunction(function) or any(arg.startswith("__") for arg in args):
-        return None  # a __name argument may expand to several arguments
-    signature = inspect.signature(function)
-    try:
-        signature.bind(*args)
-    except TypeError:
-        words = []
-        for parameter in signature.parameters.values():
-            if parameter.kind is parameter.VAR_POSITIONAL:
-                words.append(f"[{parameter.name} ...]")
-            elif parameter.default is parameter.empty:
-                words.append(f"<{parameter.name}>")
-            else:
-                words.append(f"[{parameter.name}]")
-        usage = " ".join(words) or "no arguments"
-        return f"{command} takes {usage}, not {len(args)} argument{'s' if len(args) != 1 else ''}"
-    return None
 
 
 def execute(job: Job, *, app: Callable[..., Any] | None = None, soft_timeout: bool = True) -> Outcome:
@@ -230,7 +147,7 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
                     raise CheckTimeout  # no alarm outside the main thread
                 running = step
                 twill.log.info(">> %d: %s", step.line, _display(step))
-                _budget.requests = 0
+                transport.budget.requests = 0
                 _run_step(step, job)
                 if capture.circular_refresh:  # twill breaks the cycle, then carries on as if fine
                     raise TwillException(f"meta refresh loop: {browser.url} refreshes back to a page it came from")
@@ -270,26 +187,7 @@ def _exit_outcome(code: object) -> Outcome:
 
 
 def _mask(text: str, secrets: tuple[str, ...]) -> str:
-    from kong.scripts import mask
-
     return mask(text, list(secrets))
-
-
-def _reset(job: Job, app: Callable[..., Any] | None) -> None:
-    """Give the check a fresh browser (cookies, headers, auth, history) and
-    twill's pristine options, variables, commands and debug switches."""
-    # twill hands ``verify`` to httpx, which takes an SSLContext (twill's hint says bool).
-    browser.reset(app=app, timeout=job.request_timeout, verify=tls_context(job.verify_tls))  # type: ignore[arg-type]
-    _limit_pages(browser._client, page_limit(job))
-    browser.debug_level = 0
-    commands.options.clear()
-    commands.options.update(commands.default_options)
-    namespaces.global_dict.clear()
-    namespaces.global_dict.update(_PRISTINE_GLOBALS)
-    parse.command_list[:] = _PRISTINE_COMMANDS
-    parse.log_commands(False)
-    del namespaces._local_dict_stack[:]
-    namespaces.new_local_dict()
 
 
 def page_limit(job: Job) -> int:
@@ -304,95 +202,21 @@ def page_limit(job: Job) -> int:
         return 10 * 1024 * 1024
 
 
-def _limit_pages(client: httpx.Client, limit: int) -> None:
-    """Make every transport of ``client`` (direct, proxies, WSGI) decode
-    responses itself, up to ``limit`` bytes (0: no limit), and count the
-    requests of each step."""
-    client._transport = _CappedTransport(client._transport, limit)
-    client._mounts = {
-        pattern: None if transport is None else _CappedTransport(transport, limit)
-        for pattern, transport in client._mounts.items()
-    }
-
-
-class _CappedTransport(httpx.BaseTransport):
-    """Decodes each response body (gzip, deflate, …) as it streams in and
-    raises PageTooLarge once the decoded bytes pass ``limit``.
-
-    httpx would decode a whole chunk at once (a 64 KiB gzip chunk can hold
-    64 MiB), so the raw bytes are fed to the decoder in small slices: the
-    memory a response can take stays within ``limit`` plus a quarter MiB.
-    """
-
-    SLICE = 256  # gzip and deflate expand at most ~1032 times
-
-    def __init__(self, transport: httpx.BaseTransport, limit: int) -> None:
-        self.transport = transport
-        self.limit = limit if limit > 0 else sys.maxsize
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        _budget.requests += 1
-        _budget.last_url = str(request.url)
-        if _budget.requests > MAX_REQUESTS_PER_STEP:
-            raise TooManyRequests(str(request.url))
-        response = self.transport.handle_request(request)
-        decoder = response._get_content_decoder()  # what httpx itself would use
-        headers = response.headers.copy()
-        if "content-encoding" in headers:
-            del headers["content-encoding"]  # decoded here, so httpx must not again
-        stream = _CappedStream(response.stream, decoder, self.limit, str(request.url))  # type: ignore[arg-type]
-        return httpx.Response(
-            response.status_code, headers=headers, stream=stream, extensions=response.extensions, request=request
-        )
-
-    def close(self) -> None:
-        self.transport.close()
-
-
-class _Budget:
-    """Requests made by the step that is running (checks run one at a time per process)."""
-
-    requests = 0
-    last_url = ""
-
-
-_budget = _Budget()
-
-
-class _CappedStream(httpx.SyncByteStream):
-    def __init__(self, raw: httpx.SyncByteStream, decoder: Any, limit: int, url: str) -> None:
-        self.raw, self.decoder, self.limit, self.url = raw, decoder, limit, url
-        self.read = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        slice_ = _CappedTransport.SLICE
-        identity = isinstance(self.decoder, IdentityDecoder)
-        for chunk in self.raw:
-            pieces = [chunk] if identity else (chunk[i : i + slice_] for i in range(0, len(chunk), slice_))
-            for piece in pieces:
-                yield from self._count(self.decoder.decode(piece))
-        yield from self._count(self.decoder.flush())
-
-    def _count(self, data: bytes) -> Iterator[bytes]:
-        self.read += len(data)
-        if self.read > self.limit:
-            raise PageTooLarge(self.url, self.read, self.limit)
-        if data:
-            yield data
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-@cache
-def tls_context(verify: bool) -> ssl.SSLContext:
-    """The TLS context httpx would build for ``verify``, built once per process.
-
-    httpx loads the whole CA bundle for every new client (~25 ms of CPU per
-    check); sharing one context keeps the behaviour and drops that cost.
-    Built in the pool's parent before forking, so workers share it.
-    """
-    return httpx.create_ssl_context(verify=verify)
+def _reset(job: Job, app: Callable[..., Any] | None) -> None:
+    """Give the check a fresh browser (cookies, headers, auth, history) and
+    twill's pristine options, variables, commands and debug switches."""
+    # twill hands ``verify`` to httpx, which takes an SSLContext (twill's hint says bool).
+    browser.reset(app=app, timeout=job.request_timeout, verify=transport.tls_context(job.verify_tls))  # type: ignore[arg-type]
+    transport.limit_pages(browser._client, page_limit(job))
+    browser.debug_level = 0
+    commands.options.clear()
+    commands.options.update(commands.default_options)
+    namespaces.global_dict.clear()
+    namespaces.global_dict.update(_PRISTINE_GLOBALS)
+    parse.command_list[:] = _PRISTINE_COMMANDS
+    parse.log_commands(False)
+    del namespaces._local_dict_stack[:]
+    namespaces.new_local_dict()
 
 
 def warm_up() -> None:
@@ -405,10 +229,8 @@ def warm_up() -> None:
     if _warmed_up:
         return
     _warmed_up = True
-    from kong.scripts import Script, Step
-
-    tls_context(True)
-    tls_context(False)
+    transport.tls_context(True)
+    transport.tls_context(False)
     steps = (
         Step(1, "go", ("http://kong.invalid/",)),
         Step(2, "code", ("200",)),
@@ -448,8 +270,6 @@ def _run_step(step: Step, job: Job) -> None:
 
 def _check_expanded_urls(step: Step, args: list[str]) -> None:
     """A variable may expand to any URL: check the value, not the name."""
-    from kong.scripts import URL_COMMANDS, ScriptError, check_url
-
     index = URL_COMMANDS.get(step.command)
     if index is not None and len(args) > index:
         try:
@@ -466,7 +286,7 @@ def _exit_code(args: list[str]) -> int:
 
 
 def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
-    if isinstance(error, (PageTooLarge, TooManyRequests)):
+    if isinstance(error, (transport.PageTooLarge, transport.TooManyRequests)):
         return Outcome("error", 0, str(error))
     if isinstance(error, MemoryError):
         return Outcome("error", 0, _out_of_memory())
@@ -483,7 +303,7 @@ def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
     if isinstance(error, re.error):  # a pattern that came from a variable
         return Outcome("error", 0, f"bad regular expression {error.pattern!r}: {error}")
     if type(error).__name__ == "ParserError" and "empty" in str(error).lower():  # lxml, on a page with no body
-        return Outcome("error", 0, f"the page is empty ({_budget.last_url})")
+        return Outcome("error", 0, f"the page is empty ({transport.budget.last_url})")
     if isinstance(error, httpx.HTTPError):
         return Outcome("error", 0, f"{type(error).__name__}: {_one_line(str(error))}")
     if isinstance(error, TwillException):
@@ -497,7 +317,7 @@ def _out_of_memory() -> str:
     if limit == resource.RLIM_INFINITY:
         return "the check ran out of memory"
     return (
-        f"the check ran out of memory: the worker process reached its {size(limit, exact=False)} "
+        f"the check ran out of memory: the worker process reached its {transport.size(limit, exact=False)} "
         "address-space limit (KONG_WORKER_MEMORY_LIMIT)"
     )
 

@@ -18,7 +18,7 @@ Keeping workers small and cheap to start:
   after ``max_checks_per_worker`` checks so slow leaks cannot grow.
 
 Three timeout layers protect a run: httpx's per-request timeout and the
-soft alarm live in ``kong.runner``; here the parent SIGKILLs a worker that
+soft alarm live in ``kong.engine.runner``; here the parent SIGKILLs a worker that
 overruns its check's timeout by ``kill_grace`` seconds and replaces it. A
 worker that dies while running a check yields a ``crashed`` outcome, and the
 run goes on. A worker that died while idle, or before it began its check, is
@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from kong import runner
-from kong.runner import CheckTimeout, Job, Outcome
+from kong.engine import runner
+from kong.engine.runner import CheckTimeout, Job, Outcome
 
 _fork = multiprocessing.get_context("fork")
 

@@ -2,29 +2,27 @@
 
 Rendering uses a private template ``Engine`` with no loaders and no
 libraries, autoescape off. Validation parses each line with twill's own
-grammar (via ``kong.runner``, the only module that imports twill) and, in
+grammar (``kong.engine.grammar``) and, in
 safe mode, refuses anything that could run Python, touch files or leave
 http(s).
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from django.template import Context, Engine, Library, TemplateSyntaxError
 from django.template.base import Parser, Token
 
-from kong import runner
 from kong.conf import kong_settings
+from kong.engine import grammar
 
 if TYPE_CHECKING:
     from kong.models import Server, Site, Test
 
-MASK = "********"
 
 # What a safe script may do: browse, fill forms, assert, and set variables.
 SAFE_COMMANDS = frozenset(
@@ -178,17 +176,17 @@ def validate(text: str, *, safe: bool | None = None) -> Script:
         if not line or line.startswith("#"):
             continue
         try:
-            parsed = runner.parse_line(line)
+            parsed = grammar.parse_line(line)
         except ValueError as error:
             raise ScriptError(f"cannot parse {line!r}: {error}", number) from error
         if parsed is None:
             continue
         command, args = parsed
-        if command not in runner.COMMANDS and not extended:
+        if command not in grammar.COMMANDS and not extended:
             raise ScriptError(f"unknown twill command {command!r}", number)
         if safe:
             _check_safe(command, args, number)
-        wrong = runner.arity_error(command, args) or _argument_error(command, args)
+        wrong = grammar.arity_error(command, args) or _argument_error(command, args)
         if wrong:  # "go {{ site.url }" would otherwise fail only when run
             raise ScriptError(wrong, number)
         extended = extended or command == "extend_with"
@@ -228,7 +226,7 @@ def _check_safe(command: str, args: list[str], number: int) -> None:
         # A variable must not shadow a command (go, code) or twill's own
         # dunder names (__builtins__, __url__).
         name = args[0]
-        if not re.fullmatch(_IDENTIFIER, name) or name in runner.COMMANDS or name.startswith("__"):
+        if not re.fullmatch(_IDENTIFIER, name) or name in grammar.COMMANDS or name.startswith("__"):
             raise ScriptError(f"{name!r} is not a usable variable name", number)
     if command == "show" and args and args[0] not in {"html", "cookies", "forms", "links", "history"}:
         raise ScriptError(f"cannot show {args[0]!r}", number)
@@ -289,24 +287,9 @@ def _is_host_and_port(url: str) -> bool:
     )
 
 
-_check_url = check_url  # the name kong.runner used first
-
-
 def compile_script(test: Test, site: Site, server: Server | None = None) -> Script:
     """Render ``test.body`` for ``site`` (through ``server``) and validate it."""
     return validate(render(test.body, context_for(site, test, server)))
-
-
-def mask(text: str, secrets: list[str]) -> str:
-    """Replace every secret value in ``text`` with ``MASK``, also where it
-    appears URL-encoded (a submitted form) or HTML-escaped (a page)."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret:
-            forms.update((secret, quote(secret, safe=""), quote_plus(secret), html.escape(secret)))
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, MASK)
-    return text
 
 
 def numbered(source: str) -> list[tuple[int, str]]:
