@@ -60,7 +60,36 @@ DEFAULTS: dict[str, Any] = {
 
 
 class KongSettings:
-    """Attribute access to ``KONG_*`` settings with defaults."""
+    """Attribute access to ``KONG_*`` settings with defaults, typed: each
+    name below is what callers get (``manage.py check`` reports a value of
+    the wrong type, kong.E001 and friends, before anything reads it)."""
+
+    MAIL_MANAGERS: bool
+    MAIL_ADMINS: bool
+    MAIL_ON_RECOVERY: bool
+    MAIL_ON_EVERY_FAILURE: bool
+    MAIL_ON_CONSECUTIVE_FAILURES: int
+    RESET_BROWSER: bool
+    SAFE_MODE: bool
+    WORKERS: int
+    CHECK_TIMEOUT: float
+    REQUEST_TIMEOUT: float
+    VERIFY_TLS: bool
+    KILL_GRACE: float
+    MAX_CHECKS_PER_WORKER: int
+    RESULT_RETENTION_DAYS: int | None
+    WEBHOOKS: list[str]
+    WEBHOOK_TIMEOUT: float
+    NOTIFIERS: list[str]
+    PUBLIC_DASHBOARD: bool
+    BASE_URL: str
+    EMAIL_SUBJECT_PREFIX: str
+    SECRET_VARIABLES: str
+    TIME_ZONE: str | None
+    CLAIM_LEASE: float
+    DASHBOARD_REFRESH: int
+    MAX_PAGE_BYTES: int
+    WORKER_MEMORY_LIMIT: int | None
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:

@@ -116,4 +116,5 @@ def as_junit(report: RunReport) -> bytes:
                 ET.SubElement(element, "failure", message=case.reason, type="failed").text = case.reason
             elif case.status != Status.PASSED:
                 ET.SubElement(element, "error", message=case.reason, type=case.status).text = case.reason
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml

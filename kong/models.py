@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -25,8 +25,11 @@ from kong.status import FAILING, OK, CheckStatus, Status, is_muted
 __all__ = ["CheckStatus", "Status"]  # re-exported: their home is kong.status
 
 
-class SlugManager(models.Manager):
-    def get_by_natural_key(self, slug: str) -> Any:
+_Named = TypeVar("_Named", bound="Named")
+
+
+class SlugManager(models.Manager[_Named]):
+    def get_by_natural_key(self, slug: str) -> _Named:
         return self.get(slug=slug)
 
 
@@ -35,8 +38,6 @@ class Named(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
-
-    objects: Any = SlugManager()
 
     class Meta:
         abstract = True
@@ -55,9 +56,13 @@ class Server(Named):
     external_ip = models.GenericIPAddressField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
 
+    objects = SlugManager["Server"]()
+
 
 class Type(Named):
     description = models.TextField(blank=True)
+
+    objects = SlugManager["Type"]()
 
 
 class Site(Named):
@@ -80,6 +85,8 @@ class Site(Named):
             "secret: their values are masked in logs, results, mails and pages."
         ),
     )
+
+    objects = SlugManager["Site"]()
 
     @property
     def url(self) -> str:
@@ -116,7 +123,7 @@ class Site(Named):
         return sorted(values, key=len, reverse=True)
 
 
-class TestQuerySet(models.QuerySet):
+class TestQuerySet(models.QuerySet["Test"]):
     def active(self) -> TestQuerySet:
         return self.filter(is_active=True)
 
@@ -135,8 +142,7 @@ class TestQuerySet(models.QuerySet):
         return pairs
 
 
-class TestManager(SlugManager.from_queryset(TestQuerySet)):  # type: ignore[misc]
-    pass
+TestManager = SlugManager.from_queryset(TestQuerySet)
 
 
 class Test(Named):
@@ -167,7 +173,7 @@ class Test(Named):
         help_text="Run once through each of the site's active servers ({{ server }} in the body).",
     )
 
-    objects: Any = TestManager()
+    objects = TestManager()
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save; raises ValidationError for a schedule that is not a 5-field
@@ -194,10 +200,11 @@ class Test(Named):
     def applicable_sites(self) -> models.QuerySet[Site]:
         """Its own sites plus every site of its types; live sites only."""
         pairs = Test.objects.filter(pk=self.pk).applicable_pairs()
-        return Site.objects.filter(pk__in=[site_id for _, site_id in pairs])
+        sites: models.QuerySet[Site] = Site.objects.filter(pk__in=[site_id for _, site_id in pairs])
+        return sites
 
 
-class TestResultQuerySet(models.QuerySet):
+class TestResultQuerySet(models.QuerySet["TestResult"]):
     def failures(self) -> TestResultQuerySet:
         """Results that did not pass, through index ``kong_result_failed``.
 
@@ -268,10 +275,10 @@ CLAIM_CHUNK = 500
 
 
 def _lease() -> timedelta:
-    return timedelta(seconds=float(kong_settings.CLAIM_LEASE))
+    return timedelta(seconds=kong_settings.CLAIM_LEASE)
 
 
-class CheckQuerySet(models.QuerySet):
+class CheckQuerySet(models.QuerySet["Check"]):
     def active(self) -> CheckQuerySet:
         """Checks the inventory still implies (see ``Check.is_active``)."""
         return self.filter(is_active=True)
@@ -418,7 +425,7 @@ class Check(models.Model):
         KONG_MAIL_ON_RECOVERY when a failure had been alerted. Does not save.
         """
         previous = self.status
-        threshold = max(1, int(kong_settings.MAIL_ON_CONSECUTIVE_FAILURES))
+        threshold = max(1, kong_settings.MAIL_ON_CONSECUTIVE_FAILURES)
         alert: str | None = None
         if result.succeeded:
             if self.consecutive_failures >= threshold and kong_settings.MAIL_ON_RECOVERY:

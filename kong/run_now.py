@@ -161,7 +161,7 @@ def run(token: str, check_ids: Iterable[int]) -> services.RunReport:
     checks = Check.objects.filter(
         pk__in=list(check_ids), claim_token=token, claimed_until__gte=timezone.now()
     ).select_related("test", "site", "site__type", "server")
-    return services.run_checks(checks, workers=max(1, int(kong_settings.WORKERS)), token=token)
+    return services.run_checks(checks, workers=max(1, kong_settings.WORKERS), token=token)
 
 
 def ticket(entries: Iterable[Entry]) -> str:

@@ -130,12 +130,12 @@ def longest_check_seconds(timeout: float | None = None, *, using: str | None = N
     DatabaseError when it cannot)."""
     from kong.models import Test
 
-    grace = float(kong_settings.KILL_GRACE)
+    grace = kong_settings.KILL_GRACE
     if timeout:
         return float(timeout) + grace
     tests = Test.objects.using(using) if using else Test.objects.all()
     longest = tests.filter(is_active=True).aggregate(longest=Max("timeout"))["longest"] or 0
-    return max(float(kong_settings.CHECK_TIMEOUT), float(longest)) + grace
+    return max(kong_settings.CHECK_TIMEOUT, float(longest)) + grace
 
 
 def _running_migrate() -> bool:
@@ -190,7 +190,7 @@ def _stored_timeouts(alias: str) -> list[CheckMessage]:
     )
     if not too_long:
         return []
-    longest = too_long[0][1] + grace
+    longest = (too_long[0][1] or 0) + grace
     names = ", ".join(f"{slug!r} ({seconds} s)" for slug, seconds in too_long[:5])
     more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
     return [

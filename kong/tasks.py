@@ -24,12 +24,11 @@ def _task_decorator() -> Any:
     return None
 
 
+def run_check(check_id: int) -> dict[str, Any] | None:
+    """Run and record one check; returns the plain CheckReport dict."""
+    return services.run_check(check_id)
+
+
 task = _task_decorator()
-run_check_task: Any = None
-
-if task is not None:
-
-    @task()
-    def run_check_task(check_id: int) -> dict[str, Any] | None:
-        """Run and record one check; returns the plain CheckReport dict."""
-        return services.run_check(check_id)
+# The engine's Task object (typed by the engine, which Kong imports lazily).
+run_check_task: Any = task()(run_check) if task is not None else None

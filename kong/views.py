@@ -38,7 +38,7 @@ PENDING_POLL_SECONDS = 1
 View = Callable[..., HttpResponse]
 
 def can_view(request: HttpRequest) -> bool:
-    return bool(kong_settings.PUBLIC_DASHBOARD) or request.user.is_authenticated
+    return kong_settings.PUBLIC_DASHBOARD or request.user.is_authenticated
 
 
 def kong_page(view: View) -> View:
@@ -77,7 +77,7 @@ def render(request: HttpRequest, names: list[str], context: dict[str, Any]) -> T
 
 def render_live(request: HttpRequest, page: str, context: dict[str, Any]) -> TemplateResponse:
     """The whole page, or with ``?partial=1`` only its live fragment (for in-place refresh)."""
-    context["refresh"] = int(kong_settings.DASHBOARD_REFRESH)
+    context["refresh"] = kong_settings.DASHBOARD_REFRESH
     if request.GET.get("partial"):
         response = render(request, templates(f"{page}_live"), {**context, "partial": True})
         response["X-Kong-Partial"] = "1"
@@ -250,7 +250,7 @@ def run_pending(request: HttpRequest, ticket: str) -> HttpResponse:
         "running": any(row.running for row in rows),
         "lost": any(row.lost for row in rows),
         "poll_seconds": PENDING_POLL_SECONDS,
-        "lease_seconds": int(kong_settings.CLAIM_LEASE),
+        "lease_seconds": round(kong_settings.CLAIM_LEASE),
         "can_run": request.user.has_perm(RUN_PERMISSION),
     }
     response = render(request, templates("run_pending", first.test.slug if first else ""), context)

@@ -63,3 +63,9 @@ def test_the_readme_documents_every_setting():
     table = text.split("## Settings")[1].split("## Alerts")[0]
     documented = set(re.findall(r"^\| `KONG_(\w+)` \|", table, re.MULTILINE))
     assert documented == set(DEFAULTS)
+
+
+def test_every_setting_has_a_typed_accessor():
+    from kong.conf import DEFAULTS, KongSettings
+
+    assert set(KongSettings.__annotations__) == set(DEFAULTS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from kong.dashboard.feeds import counts, prometheus, status_json
 from kong.dashboard.fleet import (
-    FAILING,
     CheckState,
     Filters,
     Fleet,
@@ -43,7 +42,6 @@ from kong.dashboard.history import (
     named_series_for_test,
     neighbours,
     pair_checks,
-    percentile,
     points,
     range_start,
     recent_failures,
@@ -53,6 +51,8 @@ from kong.dashboard.history import (
     stats,
     test_checks,
 )
+from kong.rollups import percentile
+from kong.status import FAILING
 
 __all__ = [
     "CHART_LIMIT", "COMPARISON_LIMIT", "DAILY_MIN_DAYS", "DEFAULT_RANGE", "FAILING", "HISTORY_RANGES", "RANGES",

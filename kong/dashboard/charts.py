@@ -61,8 +61,8 @@ def nice_ceiling(value: float) -> float:
     magnitude = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude  # pragma: no cover - the loop always returns
+            return float(step * magnitude)
+    return float(10 * magnitude)  # pragma: no cover - the loop always returns
 
 
 def _timestamp(when: datetime) -> float:

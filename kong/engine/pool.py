@@ -495,7 +495,7 @@ def _memory_limit_setting() -> int:
     try:
         from kong.conf import kong_settings
 
-        return int(kong_settings.WORKER_MEMORY_LIMIT or 0)
+        return kong_settings.WORKER_MEMORY_LIMIT or 0
     except Exception:  # Django not configured: no limit
         return 0
 

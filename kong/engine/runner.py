@@ -197,7 +197,7 @@ def page_limit(job: Job) -> int:
     try:
         from kong.conf import kong_settings
 
-        return int(kong_settings.MAX_PAGE_BYTES or 0)
+        return kong_settings.MAX_PAGE_BYTES or 0
     except Exception:  # Django is not configured: the documented default
         return 10 * 1024 * 1024
 

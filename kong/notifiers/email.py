@@ -24,7 +24,7 @@ def recipients() -> list[str]:
 class EmailNotifier(Notifier):
     @classmethod
     def is_enabled(cls) -> bool:
-        return bool(kong_settings.MAIL_MANAGERS or kong_settings.MAIL_ADMINS)
+        return kong_settings.MAIL_MANAGERS or kong_settings.MAIL_ADMINS
 
     @classmethod
     def run_checks(cls) -> list[CheckMessage]:

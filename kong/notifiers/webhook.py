@@ -33,7 +33,7 @@ def payload(event: Event) -> dict[str, Any]:
 class WebhookNotifier(Notifier):
     @classmethod
     def is_enabled(cls) -> bool:
-        return bool(kong_settings.WEBHOOKS)
+        return len(kong_settings.WEBHOOKS) > 0
 
     @classmethod
     def run_checks(cls) -> list[CheckMessage]:

@@ -22,9 +22,9 @@ def build_job(check: Check, *, timeout: float | None = None) -> Job:
         label=check.label,
         script=script,
         timeout=float(timeout or check.test.effective_timeout),
-        request_timeout=float(kong_settings.REQUEST_TIMEOUT),
-        safe=bool(kong_settings.SAFE_MODE),
-        verify_tls=bool(kong_settings.VERIFY_TLS),
+        request_timeout=kong_settings.REQUEST_TIMEOUT,
+        safe=kong_settings.SAFE_MODE,
+        verify_tls=kong_settings.VERIFY_TLS,
         secrets=tuple(check.site.secret_values()),
     )
 

@@ -135,8 +135,8 @@ def _run_jobs(jobs: list[Job], size: int, lease: LeaseKeeper) -> Iterator[tuple[
 def pool_options() -> dict[str, Any]:
     """The ``WorkerPool`` options every run uses, from settings."""
     return {
-        "kill_grace": float(kong_settings.KILL_GRACE),
-        "max_checks_per_worker": int(kong_settings.MAX_CHECKS_PER_WORKER),
+        "kill_grace": kong_settings.KILL_GRACE,
+        "max_checks_per_worker": kong_settings.MAX_CHECKS_PER_WORKER,
     }
 
 
@@ -175,7 +175,7 @@ class LeaseKeeper:
 
     def __init__(self, tokens: Iterable[str]) -> None:
         self.tokens = [token for token in tokens if token]
-        self.interval = max(0.5, float(kong_settings.CLAIM_LEASE) / 4)
+        self.interval = max(0.5, kong_settings.CLAIM_LEASE / 4)
         self.renewed = time.monotonic()
 
     def renew_if_due(self) -> None:
