@@ -18,6 +18,7 @@ from django.db import connection
 from django.test import override_settings
 
 from kong.engine import pool, runner, transport
+from kong.engine import workers as worker_process
 from kong.engine.runner import Job
 from kong.engine.scripts import validate
 
@@ -199,7 +200,7 @@ def test_a_failed_fork_leaves_the_job_for_a_worker_that_could_start_and_leaks_no
             raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
         return real_fork()
 
-    pool._prepare_fork()  # its first call opens what it keeps (caches), not what a fork leaks
+    worker_process.prepare_fork()  # its first call opens what it keeps (caches), not what a fork leaks
     gc.unfreeze()
     before = open_fds()
     monkeypatch.setattr(os, "fork", fork_once)
@@ -218,7 +219,7 @@ def test_when_no_worker_can_be_forked_the_checks_end_as_errors(web, monkeypatch)
     def no_fork() -> int:
         raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
-    pool._prepare_fork()
+    worker_process.prepare_fork()
     gc.unfreeze()
     before = open_fds()
     monkeypatch.setattr(os, "fork", no_fork)
@@ -315,7 +316,7 @@ def test_a_check_whose_workers_keep_dying_before_it_begins_is_given_up_as_an_err
     def broken_worker(*args: object) -> None:  # a worker that cannot even start, whatever the cause
         os._exit(1)
 
-    monkeypatch.setattr(pool, "_worker_main", broken_worker)
+    monkeypatch.setattr(pool, "worker_main", broken_worker)
     with pool.WorkerPool(1) as workers:
         ((_, outcome),) = list(workers.run([job("echo hello", key="doomed")]))
         assert workers.spawned == pool.MAX_START_ATTEMPTS

@@ -38,101 +38,30 @@ import gc
 import mmap
 import multiprocessing
 import os
-import resource
 import signal
-import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from kong.engine import runner
-from kong.engine.runner import CheckTimeout, Job, Outcome
+from kong.engine.runner import Job, Outcome
+from kong.engine.workers import ForkedProcess, memory_limit_setting, prepare_fork, read_count, worker_main
+from kong.status import Status
 
 _fork = multiprocessing.get_context("fork")
 
-# How much lower the workers' CPU priority is than the parent's (see _worker_main).
-WORKER_NICENESS = 5
-
-# How many fresh workers a check may go through that die before it begins,
-# before it is given up as an error (a worker that cannot even start).
 MAX_START_ATTEMPTS = 3
 
 # ``memory_limit`` default: read KONG_WORKER_MEMORY_LIMIT when the pool is made.
 FROM_SETTINGS: Any = object()
 
 
-class _ForkedProcess:
-    """The slice of ``multiprocessing.Process`` the pool needs, on a bare
-    ``os.fork()``. It starts a worker in about half the parent's time
-    (multiprocessing's bookkeeping doubles the cost of a fork), and it has no
-    interpreter-exit hook that signals workers and then waits for them.
-
-    ``sentinel`` is a pipe the child holds open: it reads as end-of-file once
-    the child has exited, so ``multiprocessing.connection.wait`` can watch it.
-    """
-
-    def __init__(self, target: Callable[..., None], args: tuple[Any, ...]) -> None:
-        """Fork and run ``target(*args)`` in the child. Raises OSError when
-        the fork fails (EAGAIN, ENOMEM), leaking no descriptor."""
-        sentinel, held_by_child = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(sentinel)
-            os.close(held_by_child)
-            raise
-        if pid == 0:  # the worker: never return into the parent's code
-            code = 1
-            try:
-                os.close(sentinel)
-                target(*args)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(held_by_child)
-        self.pid = pid
-        self.sentinel = sentinel
-        self.exitcode: int | None = None
-
-    def is_alive(self) -> bool:
-        self._reap(block=False)
-        return self.exitcode is None
-
-    def join(self, timeout: float | None = None) -> None:
-        if self.exitcode is None and wait([self.sentinel], timeout):
-            self._reap(block=True)
-
-    def kill(self) -> None:
-        if self.is_alive():
-            os.kill(self.pid, signal.SIGKILL)
-
-    def close(self) -> None:
-        """Release the sentinel; a child still running is killed and reaped first."""
-        if self.exitcode is None:
-            self.kill()
-            self._reap(block=True)
-        if self.sentinel >= 0:
-            os.close(self.sentinel)
-            self.sentinel = -1
-
-    def _reap(self, *, block: bool) -> None:
-        if self.exitcode is not None:
-            return
-        try:
-            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere
-            self.exitcode = -signal.SIGKILL
-            return
-        if pid:
-            self.exitcode = os.waitstatus_to_exitcode(status)
-
-
 @dataclass
 class _Worker:
-    process: _ForkedProcess
+    process: ForkedProcess
     conn: Connection
     # A page shared with the worker, where it counts the jobs it has taken
     # from its pipe: it tells a check that never began from one that crashed.
@@ -149,11 +78,7 @@ class _Worker:
 
     def began_its_job(self) -> bool:
         """Whether the worker took its current job from the pipe."""
-        return _read_count(self.began) >= self.sent
-
-
-def _read_count(page: mmap.mmap) -> int:
-    return int(struct.unpack_from("Q", page, 0)[0])
+        return read_count(self.began) >= self.sent
 
 
 class WorkerPool:
@@ -185,7 +110,7 @@ class WorkerPool:
         self.size = size
         self.kill_grace = kill_grace
         self.max_checks_per_worker = max_checks_per_worker
-        self.memory_limit = _memory_limit_setting() if memory_limit is FROM_SETTINGS else (memory_limit or 0)
+        self.memory_limit = memory_limit_setting() if memory_limit is FROM_SETTINGS else (memory_limit or 0)
         self.workers: list[_Worker] = []
         self.pending: deque[Job] = deque()
         self.spawned = 0
@@ -307,7 +232,7 @@ class WorkerPool:
             return
         self._start_failures.pop(id(job), None)
         reason = f"could not start the check: {why} before it began, {failures} times"
-        self.finished.append((job, Outcome("error", 0, reason)))
+        self.finished.append((job, Outcome(Status.ERROR, 0, reason)))
 
     def _collect(self, timeout: float | None) -> Iterator[tuple[Job, Outcome]]:
         busy = self._busy()
@@ -326,7 +251,7 @@ class WorkerPool:
             elif now >= worker.deadline:
                 self._kill(worker)
                 outcome = Outcome(
-                    "timeout",
+                    Status.TIMEOUT,
                     (now - worker.started) * 1000,
                     f"timed out after {job.timeout:g} s; the worker was killed",
                 )
@@ -364,7 +289,7 @@ class WorkerPool:
         else:
             self._discard(worker)
         return Outcome(
-            "crashed",
+            Status.CRASHED,
             (time.monotonic() - worker.started) * 1000,
             f"the worker process {self._how(worker)} while running the check",
         )
@@ -384,7 +309,7 @@ class WorkerPool:
         A failed fork (EAGAIN, ENOMEM) leaves the job queued for a worker that
         frees up or a later fork; with no worker at all, every queued job
         ends as an ``error`` outcome."""
-        _prepare_fork()
+        prepare_fork()
         try:
             for _ in range(count):
                 try:
@@ -408,8 +333,8 @@ class WorkerPool:
         inherited = [w.conn for w in self.workers]
         sentinels = [w.process.sentinel for w in self.workers]
         try:
-            process = _ForkedProcess(
-                _worker_main, (child_conn, parent_conn, began, inherited, sentinels, self.memory_limit)
+            process = ForkedProcess(
+                worker_main, (child_conn, parent_conn, began, inherited, sentinels, self.memory_limit)
             )
         except OSError:
             parent_conn.close()
@@ -423,7 +348,7 @@ class WorkerPool:
         while self.pending:
             job = self.pending.popleft()
             self._start_failures.pop(id(job), None)
-            self.finished.append((job, Outcome("error", 0, reason)))
+            self.finished.append((job, Outcome(Status.ERROR, 0, reason)))
 
     def _kill(self, worker: _Worker) -> None:
         if worker.process.is_alive():
@@ -464,129 +389,3 @@ def run_jobs(jobs: Iterable[Job], workers: int, **pool_options: Any) -> Iterator
         yield from pool.run(jobs)
 
 
-def _prepare_fork() -> None:
-    """Make forking cheap and safe: warm the check path up (once per
-    process), drop DB connections the child must not inherit, then collect
-    and freeze the heap so children share its pages.
-
-    The first time, a full collection drops the warm-up's garbage; later
-    (a long-lived pool replacing one worker at a time) only the young
-    generations are collected, which takes microseconds, not tens of ms.
-    """
-    global _collected
-    runner.warm_up()
-    try:
-        from django.db import connections
-
-        for connection in connections.all(initialized_only=True):
-            if not connection.in_atomic_block:
-                connection.close()
-    except Exception:  # Django not configured: nothing to close
-        pass
-    gc.collect(generation=2 if not _collected else 1)
-    _collected = True
-    gc.freeze()
-
-
-_collected = False
-
-
-def _memory_limit_setting() -> int:
-    try:
-        from kong.conf import kong_settings
-
-        return kong_settings.WORKER_MEMORY_LIMIT or 0
-    except Exception:  # Django not configured: no limit
-        return 0
-
-
-def _worker_main(
-    conn: Connection,
-    parent_end: Connection,
-    began: mmap.mmap,
-    inherited: list[Connection],
-    sentinels: list[int],
-    memory_limit: int,
-) -> None:
-    parent_end.close()
-    for other in inherited:  # other workers' pipes, copied by the fork
-        other.close()
-    for fd in sentinels:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    if memory_limit > 0:
-        _limit_memory(memory_limit)
-    # Ctrl-C (SIGINT) and a service manager's SIGTERM to the whole process
-    # group are the parent's to handle: it finishes or cancels the checks
-    # and decides what is recorded. The parent stops workers with SIGKILL.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # The parent is the one serial step (it builds, dispatches and records
-    # every check); with dozens of busy workers on a few cores it would get
-    # a sliver of CPU and become the bottleneck. Workers yield to it.
-    try:
-        os.nice(WORKER_NICENESS)
-    except OSError:
-        pass
-    _forget_db_connections()
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
-            return
-        if job is None:
-            return
-        taken = _read_count(began) + 1
-        struct.pack_into("Q", began, 0, taken)
-        try:
-            outcome = runner.execute(job)
-        except CheckTimeout:  # the alarm fired between the script and its cleanup
-            outcome = Outcome("timeout", job.timeout * 1000, f"timed out after {job.timeout:g} s")
-        except BaseException as error:  # report, never die silently
-            outcome = Outcome("crashed", 0, f"the worker failed: {type(error).__name__}: {error}")
-        try:
-            conn.send(outcome)
-        except (BrokenPipeError, OSError):
-            return
-
-
-def _limit_memory(limit: int) -> None:
-    """Let this process map at most ``limit`` bytes more than it inherited
-    (RLIMIT_AS, never above a hard limit already set), so a runaway check
-    raises MemoryError here instead of waking the host's OOM killer.
-
-    The limit counts from the inherited address space, not from zero: a
-    worker starts with every mapping of the parent, and glibc reserves 64 MiB
-    of address space for each thread that ever allocated (up to 8 per core),
-    so a parent with 16 busy threads already maps over 1 GiB it never uses.
-    """
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = _address_space() + limit
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    except (ValueError, OSError):
-        pass
-
-
-def _address_space() -> int:
-    """This process's mapped address space in bytes (its VSZ); 0 if unknown."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[0]) * mmap.PAGESIZE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _forget_db_connections() -> None:
-    """A forked child must not use (or close) the parent's DB sockets."""
-    try:
-        from django.db import connections
-
-        for connection in connections.all(initialized_only=True):
-            connection.connection = None
-    except Exception:
-        pass

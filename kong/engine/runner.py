@@ -33,6 +33,7 @@ from twill.errors import TwillAssertionError, TwillException
 from kong.engine import transport
 from kong.engine.scripts import URL_COMMANDS, Script, ScriptError, Step, check_url
 from kong.masking import mask
+from kong.status import Status
 
 MAX_LOG_CHARS = 64_000
 MAX_REASON_CHARS = 460  # TestResult.reason holds 500, with room for " at line N"
@@ -98,7 +99,7 @@ class Outcome:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "passed"
+        return self.status == Status.PASSED
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,9 +153,9 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
                 if capture.circular_refresh:  # twill breaks the cycle, then carries on as if fine
                     raise TwillException(f"meta refresh loop: {browser.url} refreshes back to a page it came from")
                 running, finished = None, step
-            outcome = Outcome("passed", 0)
+            outcome = Outcome(Status.PASSED, 0)
     except CheckTimeout:
-        outcome = Outcome("timeout", 0, f"timed out after {_seconds(job.timeout)}")
+        outcome = Outcome(Status.TIMEOUT, 0, f"timed out after {_seconds(job.timeout)}")
     except (_ExitScript, SystemExit) as exit_:
         # twill's own exit (and Python's, from an unsafe ``run``) would end the
         # whole process; the script's exit code decides the check instead.
@@ -167,10 +168,10 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
     reason = _mask(outcome.reason, job.secrets)
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 3] + "..."
-    if outcome.status != "passed" and running is not None:
+    if outcome.status != Status.PASSED and running is not None:
         outcome.failed_line = running.line
         reason = f"{reason} at line {running.line}"
-    elif outcome.status == "timeout" and finished is not None:
+    elif outcome.status == Status.TIMEOUT and finished is not None:
         # The deadline passed between two steps: name the last line that ran,
         # never one that did not.
         outcome.failed_line = finished.line
@@ -182,8 +183,8 @@ def _execute(job: Job, app: Callable[..., Any] | None, soft_timeout: bool) -> Ou
 def _exit_outcome(code: object) -> Outcome:
     if code is None or code == 0:
         twill.log.info("exit 0: script ended early")
-        return Outcome("passed", 0)
-    return Outcome("failed", 0, f"script exited with code {code}")
+        return Outcome(Status.PASSED, 0)
+    return Outcome(Status.FAILED, 0, f"script exited with code {code}")
 
 
 def _mask(text: str, secrets: tuple[str, ...]) -> str:
@@ -287,28 +288,28 @@ def _exit_code(args: list[str]) -> int:
 
 def _classify(error: Exception, capture: _Capture, job: Job) -> Outcome:
     if isinstance(error, (transport.PageTooLarge, transport.TooManyRequests)):
-        return Outcome("error", 0, str(error))
+        return Outcome(Status.ERROR, 0, str(error))
     if isinstance(error, MemoryError):
-        return Outcome("error", 0, _out_of_memory())
+        return Outcome(Status.ERROR, 0, _out_of_memory())
     if isinstance(error, TwillAssertionError):
         message = _one_line(str(error))
         message = re.sub(r"^code is (\d+) != (\d+)$", r"code \1 != \2", message)
-        return Outcome("failed", 0, message)
+        return Outcome(Status.FAILED, 0, message)
     if isinstance(error, httpx.TimeoutException):
-        return Outcome("timeout", 0, f"request timed out after {_seconds(browser.timeout or job.request_timeout)}")
+        return Outcome(Status.TIMEOUT, 0, f"request timed out after {_seconds(browser.timeout or job.request_timeout)}")
     if isinstance(error, TwillException) and str(error).startswith("cannot go to") and capture.network_errors:
-        return Outcome("error", 0, _network_reason(*capture.network_errors[-1]))
+        return Outcome(Status.ERROR, 0, _network_reason(*capture.network_errors[-1]))
     if isinstance(error, httpx.HTTPError) and (reason := _http_reason(error)):
-        return Outcome("error", 0, reason)
+        return Outcome(Status.ERROR, 0, reason)
     if isinstance(error, re.error):  # a pattern that came from a variable
-        return Outcome("error", 0, f"bad regular expression {error.pattern!r}: {error}")
+        return Outcome(Status.ERROR, 0, f"bad regular expression {error.pattern!r}: {error}")
     if type(error).__name__ == "ParserError" and "empty" in str(error).lower():  # lxml, on a page with no body
-        return Outcome("error", 0, f"the page is empty ({transport.budget.last_url})")
+        return Outcome(Status.ERROR, 0, f"the page is empty ({transport.budget.last_url})")
     if isinstance(error, httpx.HTTPError):
-        return Outcome("error", 0, f"{type(error).__name__}: {_one_line(str(error))}")
+        return Outcome(Status.ERROR, 0, f"{type(error).__name__}: {_one_line(str(error))}")
     if isinstance(error, TwillException):
-        return Outcome("error", 0, _one_line(str(error)))
-    return Outcome("error", 0, f"{type(error).__name__}: {_one_line(str(error))}")
+        return Outcome(Status.ERROR, 0, _one_line(str(error)))
+    return Outcome(Status.ERROR, 0, f"{type(error).__name__}: {_one_line(str(error))}")
 
 
 def _out_of_memory() -> str:
