@@ -53,8 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # The most decoded bytes a check reads from one response; a larger page
     # ends the check as an error that states the size and the limit.
     "MAX_PAGE_BYTES": 10 * 1024 * 1024,
-    # The address space (bytes) each worker process may map (RLIMIT_AS), so
-    # nothing a page does can exhaust the host; 0 or None: no limit.
+    # The bytes of address space each worker may map beyond what it inherits
+    # from the parent at fork (RLIMIT_AS), so nothing a page does can exhaust
+    # the host; 0 or None: no limit.
     "WORKER_MEMORY_LIMIT": 1024 * 1024 * 1024,
 }
 

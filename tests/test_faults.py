@@ -158,3 +158,12 @@ def test_stdout_closed_mid_run_records_each_result_once(web):
     assert TestResult.objects.count() == 10
     assert set(results_per_check().values()) == {1}
     assert sorted(Check.objects.values_list("consecutive_failures", flat=True)) == [1] * 10
+
+
+@pytest.mark.parametrize("args", [[], ["--due"]])
+def test_check_sites_with_the_database_unreachable_exits_3_with_one_line(tmp_path, args):
+    """Regression: a traceback and exit 1, which Nagios reads as WARNING."""
+    from tests.test_check_sites import assert_one_line_exit_3, check_sites_with
+
+    run = check_sites_with({"KONG_SQLITE_PATH": str(tmp_path / "gone" / "kong.sqlite3")}, *args)
+    assert_one_line_exit_3(run, "cannot use the database")

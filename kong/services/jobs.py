@@ -25,6 +25,7 @@ def build_job(check: Check, *, timeout: float | None = None) -> Job:
         request_timeout=kong_settings.REQUEST_TIMEOUT,
         safe=kong_settings.SAFE_MODE,
         verify_tls=kong_settings.VERIFY_TLS,
+        max_page_bytes=kong_settings.MAX_PAGE_BYTES,
         secrets=tuple(check.site.secret_values()),
     )
 

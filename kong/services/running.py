@@ -137,6 +137,7 @@ def pool_options() -> dict[str, Any]:
     return {
         "kill_grace": kong_settings.KILL_GRACE,
         "max_checks_per_worker": kong_settings.MAX_CHECKS_PER_WORKER,
+        "memory_limit": kong_settings.WORKER_MEMORY_LIMIT or 0,
     }
 
 
