@@ -117,6 +117,10 @@ class SiteAdmin(admin.ModelAdmin):
 
     @admin.display(description="URL", ordering="servername")
     def site_link(self, site: Site) -> str:
+        """A link only for a well-formed http(s) URL: a stored ``javascript:``
+        servername (from before validation, or a raw update) stays text."""
+        if not site.has_web_url:
+            return site.servername
         return format_html('<a href="{}" rel="noopener noreferrer">{}</a>', site.url, site.servername)
 
     @admin.display(description="servers")

@@ -6,6 +6,7 @@ does with a new outcome, and which alert (if any) that outcome deserves.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,6 +66,36 @@ class Type(Named):
     objects = SlugManager["Type"]()
 
 
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?")
+
+
+def servername_problem(servername: str) -> str | None:
+    """Why ``servername`` is not a host (``www.example.com``, ``10.0.0.5:8080``)
+    or an http(s) URL, or None when it is."""
+    value = servername.strip()
+    if not value or value != servername or any(character.isspace() for character in value):
+        return "Enter a host name such as www.example.com, or an http(s) URL, with no spaces."
+    url = value if "://" in value else f"http://{value}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{servername!r} is neither a host[:port] nor an http(s) URL."
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"Only http and https URLs can be checked, not {parts.scheme}:."
+    host = parts.hostname or ""
+    if parts.username is not None or parts.password is not None:
+        return "Put credentials in the site's variables, not in its servername."
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST.fullmatch(host):
+            return f"{host or servername!r} is not a host name."
+    if port == 0:
+        return "A port must be between 1 and 65535."
+    return None
+
+
 class Site(Named):
     type = models.ForeignKey(
         Type, null=True, blank=True, on_delete=models.SET_NULL, related_name="sites"
@@ -98,6 +129,19 @@ class Site(Named):
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or self.servername
+
+    @property
+    def has_web_url(self) -> bool:
+        """Whether ``url`` is a well-formed http(s) URL, safe to show as a link."""
+        return servername_problem(self.servername) is None
+
+    def clean(self) -> None:
+        """Refuse a servername that is not an http(s) host or URL (the admin
+        calls this); ``javascript:…`` and friends never become links."""
+        super().clean()
+        problem = servername_problem(self.servername)
+        if problem:
+            raise ValidationError({"servername": problem})
 
     def secret_values(self) -> list[str]:
         """Values of variables whose names look secret, longest first.
@@ -488,3 +532,5 @@ class DailyRollup(models.Model):
 
 # The permission the dashboard's run-now button needs.
 RUN_PERMISSION = "kong.run_check"
+# The permission every Kong page needs (unless KONG_PUBLIC_DASHBOARD).
+VIEW_PERMISSION = "kong.view_testresult"

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
+from django.core.cache import cache
 from django.utils import timezone
 
 from kong import services
@@ -73,6 +75,27 @@ class Progress:
     def lost(self) -> bool:
         """The run is over but recorded nothing: its claim expired or was released."""
         return not self.running and self.result is None
+
+
+# Run-now is rate-limited per user: at most RATE_LIMIT starts in any
+# RATE_WINDOW seconds. Counted in Django's default cache, so the limit is per
+# web process unless the project configures a shared cache (Redis, Memcached,
+# the database cache).
+RATE_LIMIT = 10
+RATE_WINDOW = 60
+
+
+def allowed(user_id: int, now: float | None = None) -> bool:
+    """Count one run-now by ``user_id``; False when the user is over the limit."""
+    window = int((time.time() if now is None else now) // RATE_WINDOW)
+    key = f"kong:run-now:{user_id}:{window}"
+    cache.add(key, 0, timeout=RATE_WINDOW * 2)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=RATE_WINDOW * 2)
+        count = 1
+    return count <= RATE_LIMIT
 
 
 class NothingToRun(Exception):

@@ -28,7 +28,7 @@ from kong import dashboard, run_now
 from kong.conf import kong_settings
 from kong.engine.scripts import numbered
 from kong.masking import mask
-from kong.models import RUN_PERMISSION, Site, Test, TestResult
+from kong.models import RUN_PERMISSION, VIEW_PERMISSION, Site, Test, TestResult
 
 HISTORY_PAGE_SIZE = 15
 FAILED_PAGE_SIZE = 25
@@ -37,18 +37,39 @@ PENDING_POLL_SECONDS = 1
 
 View = Callable[..., HttpResponse]
 
+# Kong's pages use no inline script or style, so the browser may refuse
+# everything else: content from a checked site (a log, a page snippet) that
+# slipped past escaping still could not run.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+NEEDS_VIEW_PERMISSION = f"You need the {VIEW_PERMISSION} permission to see Kong's pages."
+
+
 def can_view(request: HttpRequest) -> bool:
-    return kong_settings.PUBLIC_DASHBOARD or request.user.is_authenticated
+    """``KONG_PUBLIC_DASHBOARD``, or a user with ``kong.view_testresult``
+    (superusers have every permission)."""
+    return kong_settings.PUBLIC_DASHBOARD or request.user.has_perm(VIEW_PERMISSION)
+
+
+def secured(response: HttpResponse) -> HttpResponse:
+    response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.setdefault("X-Content-Type-Options", "nosniff")
+    return response
 
 
 def kong_page(view: View) -> View:
-    """A GET page: login unless ``KONG_PUBLIC_DASHBOARD``."""
+    """A GET page: login and ``kong.view_testresult`` unless ``KONG_PUBLIC_DASHBOARD``;
+    a logged-in user without the permission gets 403, never a page."""
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not can_view(request):
-            return redirect_to_login(request.get_full_path())
-        return view(request, *args, **kwargs)
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            return secured(HttpResponseForbidden(NEEDS_VIEW_PERMISSION, content_type="text/plain"))
+        return secured(view(request, *args, **kwargs))
 
     return require_GET(wrapper)
 
@@ -59,8 +80,9 @@ def kong_feed(view: View) -> View:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not can_view(request):
-            return HttpResponseForbidden("Log in, or set KONG_PUBLIC_DASHBOARD = True.", content_type="text/plain")
-        return view(request, *args, **kwargs)
+            message = f"Log in with the {VIEW_PERMISSION} permission, or set KONG_PUBLIC_DASHBOARD = True."
+            return secured(HttpResponseForbidden(message, content_type="text/plain"))
+        return secured(view(request, *args, **kwargs))
 
     return require_GET(wrapper)
 
@@ -201,6 +223,9 @@ def run_test_on_site(request: HttpRequest, site_slug: str, test_slug: str) -> Ht
         return HttpResponseForbidden("You need the kong.run_check permission.", content_type="text/plain")
     site = get_object_or_404(Site, slug=site_slug)
     test = get_object_or_404(Test, slug=test_slug)
+    if not run_now.allowed(request.user.pk):
+        message = f"Too many runs: at most {run_now.RATE_LIMIT} every {run_now.RATE_WINDOW} s. Try again shortly."
+        return secured(HttpResponse(message, status=429, content_type="text/plain"))
     try:
         check_ids = run_now.checks_for(site, test, request.POST.get("server", ""))
     except run_now.NothingToRun:

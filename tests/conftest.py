@@ -37,3 +37,11 @@ def _locmem_mailer() -> Iterator[None]:
         return
     with override_settings(MAILERS={"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Run-now's rate limit counts in the cache; each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()

@@ -34,3 +34,13 @@ def make_test(slug: str = "front-page", body: str = "go {{ site.url }}\ncode 200
     test.sites.set(sites)
     test.types.set(types)
     return test
+
+
+def make_user(username: str = "ops", password: str = "pw", *, view: bool = True, run: bool = False, **fields: Any):
+    """A user with Kong's view permission (``view``) and run-now's (``run``)."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password=password, **fields)
+    codenames = [name for name, wanted in (("view_testresult", view), ("run_check", run)) if wanted]
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames, content_type__app_label="kong"))
+    return user

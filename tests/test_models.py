@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from kong.models import Alert, Check, Server, Site, Test, TestResult, Type
+from kong.models import Alert, Check, Server, Site, Test, TestResult, Type, servername_problem
 from tests.factories import make_server, make_site, make_test, make_type
 
 pytestmark = pytest.mark.django_db
@@ -184,3 +185,50 @@ def test_nested_secret_values_are_secret_too():
         }
     )
     assert set(site.secret_values()) == {"hunter2", "k-1", "k-2", "r-9"}
+
+
+# -- servernames -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "servername",
+    ["www.example.com", "127.0.0.1:8000", "web1:8080", "localhost", "http://x.org/path?q=1", "https://[::1]:8443/"],
+)
+def test_a_servername_is_a_host_or_an_http_url(servername):
+    assert servername_problem(servername) is None
+
+
+@pytest.mark.parametrize(
+    ("servername", "words"),
+    [
+        ("javascript:alert(1)//", "neither a host"),
+        ("javascript://%0aalert(1)", "not javascript:"),
+        ("file:///etc/passwd", "not file:"),
+        ("ftp://example.com", "not ftp:"),
+        ("http://", "not a host name"),
+        ("www.example .com", "no spaces"),
+        ("http://user:secret@example.com", "credentials"),
+        ("example.com:99999", "neither a host"),
+    ],
+)
+def test_a_servername_that_is_not_an_http_host_is_refused(servername, words):
+    """Regression: ``javascript:alert(1)//`` was stored and became a live link in the admin."""
+    assert words in (servername_problem(servername) or "")
+    site = Site(name="X", slug="x", servername=servername)
+    with pytest.raises(ValidationError) as error:
+        site.full_clean()
+    assert "servername" in error.value.message_dict
+
+
+@pytest.mark.django_db
+def test_the_admin_links_only_a_well_formed_http_servername():
+    from django.contrib import admin
+
+    from kong.admin import SiteAdmin
+
+    site_admin = SiteAdmin(Site, admin.site)
+    good = make_site("good", "www.example.com")
+    stored = make_site("stored", "javascript://%0aalert(1)")  # from before validation, or a raw update
+    assert site_admin.site_link(good).startswith('<a href="http://www.example.com"')
+    assert site_admin.site_link(stored) == "javascript://%0aalert(1)"
+    assert "<a" not in site_admin.site_link(stored)

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -31,7 +31,7 @@ from kong import run_now, services
 from kong.conf import kong_settings
 from kong.engine.runner import Outcome
 from kong.models import Check, Test, TestResult
-from tests.factories import make_site, make_test
+from tests.factories import make_site, make_test, make_user
 from tests.fleet import FakeSite, child_pids, trickle
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,9 +76,7 @@ def hanging_check(web: FakeSite, slug: str = "ljworld", *, body: str = "go {{ si
 
 
 def operator() -> User:
-    user = User.objects.create_user("ops", password="pw")
-    user.user_permissions.add(Permission.objects.get(codename="run_check", content_type__app_label="kong"))
-    return user
+    return make_user(run=True)
 
 
 def logged_in(user: User) -> Client:

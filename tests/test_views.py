@@ -20,7 +20,7 @@ from kong.engine.runner import Outcome
 from kong.masking import MASK
 from kong.models import Check, DailyRollup, Site, Test, TestResult
 from kong.rollups import local_day
-from tests.factories import make_server, make_site, make_test, make_type
+from tests.factories import make_server, make_site, make_test, make_type, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -110,9 +110,7 @@ def add_rollup(site: Site, test: Test, days_ago: int, *, runs: int = 48, failure
 
 
 def login(client: Client, *, can_run: bool = False) -> User:
-    user = User.objects.create_user("ops", password="pw")
-    if can_run:
-        user.user_permissions.add(Permission.objects.get(codename="run_check", content_type__app_label="kong"))
+    user = make_user(run=can_run)
     client.force_login(user)
     return user
 
@@ -174,6 +172,51 @@ def test_public_dashboard_needs_no_login(client, pair, settings):
         assert client.get(url).status_code == 200, url
 
 
+def test_a_logged_in_user_without_the_view_permission_sees_nothing(client, pair):
+    """Regression: any logged-in user (a customer account, say) saw every
+    log, script and the whole inventory."""
+    site, _ = pair
+    result = add_result(*pair, "failed", reason="boom", failed_line=3)
+    client.force_login(make_user("customer", view=False))
+    for url in [*page_urls(*pair, result), reverse("kong:metrics"), reverse("kong:api_status")]:
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert site.name.encode() not in response.content, url
+    assert client.post(run_url(*pair)).status_code == 403
+
+
+def test_a_superuser_needs_no_explicit_permission(client, pair):
+    result = add_result(*pair)
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    assert all(client.get(url).status_code == 200 for url in page_urls(*pair, result))
+
+
+def test_every_page_sends_a_strict_content_security_policy(client, pair):
+    result = add_result(*pair, "failed", reason="boom", failed_line=3)
+    login(client)
+    for url in [*page_urls(*pair, result), reverse("kong:metrics"), reverse("kong:api_status")]:
+        policy = client.get(url)["Content-Security-Policy"]
+        assert "script-src 'self'" in policy, url
+        assert "unsafe-inline" not in policy, url
+        assert "default-src 'none'" in policy, url
+
+
+def test_kong_templates_hold_no_inline_script_or_style():
+    from pathlib import Path
+
+    import kong
+
+    templates = Path(kong.__file__).parent / "templates"
+    for template in templates.rglob("*.html"):
+        text = template.read_text()
+        assert "<style" not in text, template
+        assert " style=" not in text, template
+        assert re.search(r"<script(?![^>]*\bsrc=)", text) is None, template
+        assert re.search(r"\son[a-z]+=", text) is None, template
+
+
 def test_feeds_answer_403_not_a_login_page(client, pair):
     add_result(*pair)
     assert client.get(reverse("kong:metrics")).status_code == 403
@@ -219,6 +262,18 @@ def test_run_now_without_the_permission_is_forbidden(client, pair, launched):
     assert client.post(run_url(*pair)).status_code == 403
     assert launched == []
     assert not Check.objects.exclude(claim_token="").exists()
+
+
+def test_run_now_is_rate_limited_per_user(client, pair, launched):
+    from kong import run_now
+
+    login(client, can_run=True)
+    codes = [client.post(run_url(*pair)).status_code for _ in range(run_now.RATE_LIMIT + 1)]
+    assert codes[:-1] == [302] * run_now.RATE_LIMIT
+    assert codes[-1] == 429
+    other = Client()
+    other.force_login(make_user("other-ops", run=True))
+    assert other.post(run_url(*pair)).status_code == 302  # the limit is per user
 
 
 def test_run_now_is_post_only(client, pair, launched):
