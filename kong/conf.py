@@ -35,7 +35,17 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CHECKS_PER_WORKER": 500,
     "RESULT_RETENTION_DAYS": 90,
     "WEBHOOKS": [],
+    # Deprecated: webhooks are bounded by DELIVERY_TIMEOUT; this still caps
+    # each webhook request (the smaller of the two wins).
     "WEBHOOK_TIMEOUT": 5,
+    # Seconds per attempt to deliver one alert (an SMTP conversation, a POST).
+    "DELIVERY_TIMEOUT": 10,
+    # Attempts per delivery (a retryable error is tried again after a short
+    # backoff) before it is marked failed.
+    "DELIVERY_RETRIES": 3,
+    # A run that fails (or recovers) one test on at least this many sites of
+    # one type sends each notifier one summary instead of a message per site.
+    "ALERT_SUMMARY_THRESHOLD": 5,
     "NOTIFIERS": [
         "kong.notifiers.email.EmailNotifier",
         "kong.notifiers.webhook.WebhookNotifier",
@@ -81,6 +91,9 @@ class KongSettings:
     RESULT_RETENTION_DAYS: int | None
     WEBHOOKS: list[str]
     WEBHOOK_TIMEOUT: float
+    DELIVERY_TIMEOUT: float
+    DELIVERY_RETRIES: int
+    ALERT_SUMMARY_THRESHOLD: int
     NOTIFIERS: list[str]
     PUBLIC_DASHBOARD: bool
     BASE_URL: str

@@ -303,6 +303,7 @@ class TestResult(models.Model):
 class Alert(models.TextChoices):
     FAILURE = "failure", "failure"
     RECOVERY = "recovery", "recovery"
+    SUMMARY = "summary", "summary"  # one message for a storm of failures or recoveries
 
 
 @dataclass(frozen=True)
@@ -413,6 +414,10 @@ class Check(models.Model):
     # deactivated, the site stopped being live). The row is kept, with its
     # mute and failure streak, so turning the pair back on does not alert anew.
     is_active = models.BooleanField(default=True)
+    # When the failure in progress was alerted (its deliveries written); None
+    # while nothing was. A recovery is alerted only after a failure was, and a
+    # failure that began under a mute is alerted when the mute ends.
+    alerted_at = models.DateTimeField(null=True, blank=True)
 
     objects = CheckQuerySet.as_manager()
 
@@ -466,15 +471,18 @@ class Check(models.Model):
         Keeps django-kong's semantics: alert on the first failure (or on the
         Nth in a row with KONG_MAIL_ON_CONSECUTIVE_FAILURES = N), again on
         every failure with KONG_MAIL_ON_EVERY_FAILURE, and on recovery with
-        KONG_MAIL_ON_RECOVERY when a failure had been alerted. Does not save.
+        KONG_MAIL_ON_RECOVERY when a failure had been alerted (``alerted_at``,
+        set with a failure alert, cleared by a pass). A muted check alerts
+        nothing; its failure is alerted when the mute ends. Does not save.
         """
         previous = self.status
         threshold = max(1, kong_settings.MAIL_ON_CONSECUTIVE_FAILURES)
         alert: str | None = None
         if result.succeeded:
-            if self.consecutive_failures >= threshold and kong_settings.MAIL_ON_RECOVERY:
+            if self.alerted_at is not None and kong_settings.MAIL_ON_RECOVERY:
                 alert = Alert.RECOVERY
             self.consecutive_failures = 0
+            self.alerted_at = None
         else:
             self.consecutive_failures += 1
             if self.consecutive_failures == threshold or (
@@ -487,8 +495,69 @@ class Check(models.Model):
         self.last_result = result
         self.last_run_at = result.run_date
         if alert and self.is_muted(result.run_date):
-            alert = None
+            alert = None  # alerted when the mute ends, if still failing (outbox.alert_ended_mutes)
+        if alert == Alert.FAILURE:
+            self.alerted_at = result.run_date
         return Transition(previous_status=previous, alert=alert)
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    SENT = "sent", "sent"
+    FAILED = "failed", "failed"
+
+
+class Delivery(models.Model):
+    """One alert for one notifier: the outbox row written in the same
+    transaction as the result that causes it, and sent after the commit
+    (``kong.notifiers.outbox``).
+
+    ``notifier`` is the notifier's dotted path, as listed in
+    ``KONG_NOTIFIERS``; ``target`` is the notifier's own address for it
+    (a webhook's URL; '' for mail). A ``summary`` row stands for the
+    ``members`` it folded (one per check of a storm); a member follows its
+    summary's status and is never sent on its own. ``group`` is the run (or
+    the scheduler) whose storms may fold it.
+    """
+
+    # DESIGN's ``check``: a field cannot be named so (it would hide
+    # Model.check(), Django's system checks: models.E020), so the column is.
+    site_check = models.ForeignKey(Check, on_delete=models.CASCADE, related_name="deliveries", db_column="check_id")
+    result = models.ForeignKey(
+        TestResult, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    kind = models.CharField(max_length=10, choices=Alert.choices)
+    notifier = models.CharField(max_length=200)
+    target = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # Not sent before this: a retry's backoff, or a storm still gathering.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=64, blank=True)
+    group = models.CharField(max_length=64, blank=True)
+    summary = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="kong_delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.notifier_label} for check {self.site_check_id}: {self.status}"
+
+    @property
+    def notifier_label(self) -> str:
+        """A short name for people: the class name, and a webhook's host
+        (never its path, which often holds the hook's secret)."""
+        name = self.notifier.rpartition(".")[2]
+        host = urlsplit(self.target).hostname if self.target else None
+        return f"{name} ({host})" if host else name
 
 
 class DailyRollup(models.Model):

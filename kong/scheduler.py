@@ -14,6 +14,7 @@ from kong import rollups, services
 from kong.engine import pool
 from kong.engine.runner import Outcome
 from kong.models import Check
+from kong.notifiers import outbox
 
 logger = logging.getLogger("kong.scheduler")
 
@@ -25,7 +26,17 @@ class Scheduler:
     Each step is a method that tests call directly. It claims no more checks
     than it has idle workers, so a claim never waits in a local queue, and it
     renews its leases every tick while checks are in flight.
+
+    Alerts go out through ``sender``, an ``outbox.Sender`` whose threads do
+    the sending: each tick alerts failures whose mute has ended and starts
+    due deliveries, and each collect records the attempts that finished,
+    so a dead SMTP server never holds up the loop. The scheduler has no run
+    to group storms by: an alert of a test on a type that could storm waits
+    ``outbox.STORM_WINDOW`` seconds for the rest (``outbox.storm_hold``).
     """
+
+    # The group of every delivery a scheduler writes: storms fold across ticks.
+    GROUP = "scheduler"
 
     def __init__(self, workers: int, *, prune: bool = True) -> None:
         self.pool = pool.WorkerPool(max(1, workers), **services.pool_options())
@@ -36,6 +47,7 @@ class Scheduler:
         self.unrecorded: list[tuple[Check, Outcome, str, str]] = []
         self.prune_enabled = prune
         self.pruned_on: date | None = None
+        self.sender = outbox.Sender()
 
     @property
     def tokens(self) -> set[str]:
@@ -52,6 +64,7 @@ class Scheduler:
         reports = self.record_unrecorded()
         if self.in_flight:
             services.renew_claims(self.tokens, now)
+        self.send_alerts(now)
         idle = self.pool.size - self.pool.in_flight
         if idle <= 0:
             return reports
@@ -81,7 +94,18 @@ class Scheduler:
                 continue
             check, source, token = entry
             self.keep(check, outcome, source, token)
-        return self.record_unrecorded()
+        reports = self.record_unrecorded()
+        if reports or self.sender.busy:
+            self.sender.pump()
+        return reports
+
+    def send_alerts(self, now: datetime | None = None) -> None:
+        """Alert failures whose mute has ended, then start due deliveries
+        (never waits for one). Skipped inside a transaction: only committed
+        alerts go out."""
+        if self.sender.enabled():
+            outbox.alert_ended_mutes(now)
+            self.sender.pump(now)
 
     def keep(self, check: Check, outcome: Outcome, source: str, token: str) -> None:
         self.unrecorded.append((check, outcome, source, token))
@@ -93,11 +117,14 @@ class Scheduler:
         reports = []
         while self.unrecorded:
             check, outcome, source, token = self.unrecorded[0]
-            result = services.record(check, outcome, source=source, token=token)
+            result = services.record(check, outcome, source=source, token=token, group=self.GROUP, hold=self.hold)
             self.unrecorded.pop(0)
             if result is not None:
                 reports.append(services.report_for(check, result))
         return reports
+
+    def hold(self, alert: outbox.Alerted, now: datetime) -> datetime | None:
+        return outbox.storm_hold(alert, self.GROUP, now)
 
     def prune_daily(self, now: datetime | None = None) -> rollups.PruneReport | None:
         """Fold and prune once per calendar day, a few seconds at a time."""
@@ -125,6 +152,8 @@ class Scheduler:
             reports += self.record_unrecorded()
             for token in tokens:
                 services.release_claims(token)
+            # At most one delivery timeout more; what is unsent stays pending.
+            self.sender.finish(0 if hurry() else None)
         except DatabaseError:  # the leases expire on their own
             logger.exception("kong_scheduler: could not record or release claims while stopping")
         return reports

@@ -56,6 +56,9 @@ NUMBERS: dict[str, tuple[float, bool]] = {
     "MAIL_ON_CONSECUTIVE_FAILURES": (1, True),
     "MAX_CHECKS_PER_WORKER": (0, True),
     "WEBHOOK_TIMEOUT": (0.001, False),
+    "DELIVERY_TIMEOUT": (0.001, False),
+    "DELIVERY_RETRIES": (1, True),
+    "ALERT_SUMMARY_THRESHOLD": (2, True),
     "CLAIM_LEASE": (1, False),
 }
 

@@ -8,13 +8,14 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
 from kong import services
 from kong.masking import MASK
-from kong.models import Check, TestResult
-from kong.notifiers import Event, Notifier, NotifierError, notify
+from kong.models import Check, Delivery, TestResult
+from kong.notifiers import Event, Notifier, NotifierError, notify, outbox
 from tests.factories import make_site, make_test
 from tests.fleet import closed_port
 
@@ -36,12 +37,14 @@ def site(web):
 
 
 @pytest.fixture
-def check_now(django_capture_on_commit_callbacks):
-    """Run every check inline; alerts go out on commit, as in production."""
+def check_now():
+    """Run every check inline, then send the alerts it queued, as the run's
+    background sender does once the results are committed."""
 
     def check_now() -> services.RunReport:
-        with django_capture_on_commit_callbacks(execute=True):
-            return services.run_checks(services.select_checks(), workers=0)
+        report = services.run_checks(services.select_checks(), workers=0)
+        outbox.send_pending()
+        return report
 
     return check_now
 
@@ -244,11 +247,19 @@ def test_an_invalid_script_alerts_like_any_failure(web, check_now):
 
 
 @MAIL_MANAGERS
-def test_no_mail_is_sent_when_the_transaction_rolls_back(web, site, django_capture_on_commit_callbacks):
+def test_nothing_is_sent_inside_the_transaction_and_a_rollback_leaves_no_alert(web, site):
+    """The alert is a row written with the result; a run inside a
+    transaction sends nothing, and rolling it back takes the alert along."""
     break_site(web)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    with pytest.raises(RuntimeError), transaction.atomic():
         services.run_checks(services.select_checks(), workers=0)
-    assert len(callbacks) == 1  # queued for after the commit, not sent inside it
+        (delivery,) = Delivery.objects.all()
+        assert (delivery.kind, delivery.status, delivery.result) == ("failure", "pending", TestResult.objects.get())
+        raise RuntimeError("roll back")
+    assert mail.outbox == []
+    assert not Delivery.objects.exists()
+    assert not TestResult.objects.exists()
+    outbox.send_pending()
     assert mail.outbox == []
 
 
@@ -278,6 +289,9 @@ def test_webhooks_receive_a_json_post_on_failure_and_recovery(web, site, hook, c
         "duration_ms": result.duration,
         "consecutive_failures": 1,
         "url": f"http://kong.example.com/kong/result/{result.pk}/",
+        # What Slack and Mattermost incoming webhooks show.
+        "text": f"Kong FAILED: Lawrence Journal-World / Front page (failed: code 500 != 200 at line 2) "
+        f"http://kong.example.com/kong/result/{result.pk}/",
     }
     assert json.loads(recovery.body)["event"] == "recovery"
     assert "hunter2" not in (failure.body + recovery.body).decode()
@@ -292,7 +306,10 @@ def test_an_unreachable_webhook_does_not_break_the_run(web, site, check_now, cap
     assert report.results[0].status == "failed"
     assert TestResult.objects.count() == 1
     assert len(mail.outbox) == 1  # the other notifier still delivered
-    assert "WebhookNotifier could not deliver" in caplog.text
+    assert "WebhookNotifier (127.0.0.1) could not deliver failure" in caplog.text
+    hook = Delivery.objects.get(notifier="kong.notifiers.webhook.WebhookNotifier")
+    assert (hook.status, hook.attempts) == ("pending", 1)  # retried later, with its error on the row
+    assert "Connection refused" in hook.error
 
 
 def test_a_failing_webhook_does_not_stop_the_others(web, site, hook, check_now):

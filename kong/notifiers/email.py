@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import django
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.template.loader import render_to_string
 
 from kong.conf import kong_settings
-from kong.notifiers import Event, Notifier, NotifierError
+from kong.notifiers import Event, Notifier, NotifierError, Summary
 
 
 def recipients() -> list[str]:
@@ -52,17 +54,44 @@ class EmailNotifier(Notifier):
         return warnings
 
     def send(self, event: Event) -> None:
+        context = {
+            "event": event,
+            "result": event.result,
+            "check": event.check,
+            "url": event.result.absolute_url(),
+        }
+        self._mail(event.subject, render_to_string(f"kong/email/{event.kind}.txt", context))
+
+    def send_summary(self, summary: Summary) -> None:
+        """One mail for a storm, listing every site (``kong/email/summary.txt``)."""
+        self._mail(summary.subject, render_to_string("kong/email/summary.txt", {"summary": summary}))
+
+    def _mail(self, subject: str, body: str) -> None:
         to = recipients()
         if not to:
             raise NotifierError("KONG_MAIL_MANAGERS/ADMINS is on but MANAGERS/ADMINS is empty")
-        context = {"event": event, "result": event.result, "check": event.check, "url": event.result.absolute_url()}
-        body = render_to_string(f"kong/email/{event.kind}.txt", context)
+        message = EmailMessage(
+            f"{kong_settings.EMAIL_SUBJECT_PREFIX}{subject}", body, settings.SERVER_EMAIL, to
+        )
         try:
-            send_mail(
-                f"{kong_settings.EMAIL_SUBJECT_PREFIX}{event.subject}",
-                body,
-                settings.SERVER_EMAIL,
-                to,
-            )
-        except OSError as error:
-            raise NotifierError(f"cannot send mail: {error}", retry=True) from error
+            mail_connection().send_messages([message])
+        except OSError as error:  # smtplib's errors are OSErrors
+            # Refused, timed out, dropped, or a 4xx/5xx reply: all may pass.
+            raise NotifierError(f"cannot send mail: {error or type(error).__name__}", retry=True) from error
+
+
+def mail_connection() -> BaseEmailBackend:
+    """The project's mail backend, with each socket operation bounded by
+    ``KONG_DELIVERY_TIMEOUT`` (Django's ``EMAIL_TIMEOUT`` defaults to None: a
+    silent SMTP server would hold a delivery for ever). A backend configured
+    with a shorter timeout keeps it. Django 6.1+: ``mailers.default``."""
+    if django.VERSION >= (6, 1):
+        from django.core.mail import mailers  # type: ignore[attr-defined,unused-ignore]
+
+        connection: BaseEmailBackend = mailers.default
+    else:
+        connection = get_connection()
+    limit = kong_settings.DELIVERY_TIMEOUT
+    if hasattr(connection, "timeout") and (connection.timeout is None or connection.timeout > limit):
+        connection.timeout = limit
+    return connection

@@ -1,4 +1,10 @@
-"""JSON POST to each URL in KONG_WEBHOOKS on failure and recovery."""
+"""A JSON POST to each URL in KONG_WEBHOOKS on failure and recovery.
+
+Each URL is a target of its own (one Delivery row per URL), so a URL that
+is down is retried without posting to the others twice. The payload carries
+a ``text`` field next to the structured ones, which Slack and Mattermost
+incoming webhooks show as the message.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error
 
 from kong.conf import kong_settings
-from kong.notifiers import Event, Notifier, NotifierError
+from kong.notifiers import Event, Notifier, NotifierError, Summary
 
 
 def payload(event: Event) -> dict[str, Any]:
@@ -27,13 +34,46 @@ def payload(event: Event) -> dict[str, Any]:
         "duration_ms": result.duration,
         "consecutive_failures": event.check.consecutive_failures,
         "url": result.absolute_url(),
+        "text": event.text,
     }
+
+
+def summary_payload(summary: Summary) -> dict[str, Any]:
+    return {
+        "event": "summary",
+        "alert": summary.alert,
+        "test": summary.test.slug,
+        "type": summary.site_type.slug if summary.site_type else None,
+        "sites": summary.sites,
+        "of": max(summary.total, summary.sites),
+        "results": [
+            {
+                "site": event.result.site.slug,
+                "server": event.result.server.slug if event.result.server_id else None,  # type: ignore[union-attr]
+                "status": event.result.status,
+                "reason": event.result.reason,
+                "url": event.result.absolute_url(),
+            }
+            for event in summary.events
+        ],
+        "text": summary.text,
+    }
+
+
+def request_timeout() -> float:
+    """Seconds per POST: ``KONG_DELIVERY_TIMEOUT``, or the deprecated
+    ``KONG_WEBHOOK_TIMEOUT`` when that is smaller."""
+    return float(min(kong_settings.DELIVERY_TIMEOUT, kong_settings.WEBHOOK_TIMEOUT))
 
 
 class WebhookNotifier(Notifier):
     @classmethod
     def is_enabled(cls) -> bool:
         return len(kong_settings.WEBHOOKS) > 0
+
+    @classmethod
+    def targets(cls) -> list[str]:
+        return list(kong_settings.WEBHOOKS)
 
     @classmethod
     def run_checks(cls) -> list[CheckMessage]:
@@ -52,16 +92,31 @@ class WebhookNotifier(Notifier):
         ]
 
     def send(self, event: Event) -> None:
-        body = json.dumps(payload(event)).encode()
-        failures = []
-        for url in kong_settings.WEBHOOKS:
+        self._post(payload(event))
+
+    def send_summary(self, summary: Summary) -> None:
+        self._post(summary_payload(summary))
+
+    def _post(self, data: dict[str, Any]) -> None:
+        """POST to this notifier's URL (every URL when it has none).
+        A 4xx answer (but 408 and 429) is permanent; anything else retryable.
+        Errors name the host only: a hook's path is often its secret."""
+        body = json.dumps(data).encode()
+        failures: list[str] = []
+        retry = False
+        for url in [self.target] if self.target else kong_settings.WEBHOOKS:
             request = urllib.request.Request(
                 url, data=body, method="POST", headers={"Content-Type": "application/json"}
             )
+            host = urlsplit(url).netloc
             try:
-                with urllib.request.urlopen(request, timeout=kong_settings.WEBHOOK_TIMEOUT) as response:
+                with urllib.request.urlopen(request, timeout=request_timeout()) as response:
                     response.read()
+            except urllib.error.HTTPError as error:
+                failures.append(f"{host}: HTTP {error.code} {error.reason}")
+                retry = retry or error.code >= 500 or error.code in (408, 429)
             except (urllib.error.URLError, OSError) as error:
-                failures.append(f"{url}: {error}")
+                failures.append(f"{host}: {getattr(error, 'reason', None) or error}")
+                retry = True
         if failures:
-            raise NotifierError("; ".join(failures), retry=True)
+            raise NotifierError("; ".join(failures), retry=retry)

@@ -1,12 +1,12 @@
-"""Record outcomes: a TestResult per outcome and the Check row's new state,
-in one transaction, with the alerts they cause sent after the commit."""
+"""Record outcomes: a TestResult per outcome, the Check row's new state and
+the alerts' Delivery rows, in one transaction; the outbox sends the alerts
+after the commit (``kong.notifiers.outbox``)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from django.db import connections, transaction
@@ -16,20 +16,29 @@ from kong import schedule
 from kong.engine.runner import Outcome
 from kong.masking import mask
 from kong.models import Check, TestResult
-from kong.notifiers import Event, notify
+from kong.notifiers import outbox, targets
 from kong.services.jobs import masked_source
 
 logger = logging.getLogger("kong.services")
 
 
-def record(check: Check, outcome: Outcome, *, source: str = "", token: str = "") -> TestResult | None:
+# When an alert of a storm-sized cohort may be sent: given the alert and
+# the recording time, a later time to hold it until, or None (due now).
+Hold = Callable[[outbox.Alerted, datetime], datetime | None]
+
+
+def record(
+    check: Check, outcome: Outcome, *, source: str = "", token: str = "", group: str = "", hold: Hold | None = None
+) -> TestResult | None:
     """Store one TestResult and fold it into the Check row, in one
     transaction; see ``record_many``. Returns the result, or None when the
     run no longer holds ``token``'s claim on the check."""
-    return record_many([(check, outcome, source)], token=token)[0]
+    return record_many([(check, outcome, source)], token=token, group=group, hold=hold)[0]
 
 
-def record_many(items: Sequence[tuple[Check, Outcome, str]], *, token: str = "") -> list[TestResult | None]:
+def record_many(
+    items: Sequence[tuple[Check, Outcome, str]], *, token: str = "", group: str = "", hold: Hold | None = None
+) -> list[TestResult | None]:
     """Store a TestResult per ``(check, outcome, masked source)`` and fold
     each into its Check row, all in one transaction: every result and its
     state change land together or not at all.
@@ -45,10 +54,15 @@ def record_many(items: Sequence[tuple[Check, Outcome, str]], *, token: str = "")
     A run writes its results in small batches through this (one INSERT, one
     locking read and one UPDATE per batch rather than per check), which keeps
     the parent process, the one step a pool cannot parallelise, cheap.
-    Alerts go out after the commit. Returns the results in ``items`` order,
-    None where nothing was recorded.
+    The alerts the results cause are written in the same transaction, as
+    one pending Delivery per enabled notifier (``outbox.queue_alerts``),
+    tagged with ``group`` (the run, whose storms may fold into summaries)
+    and held until ``hold(alert, now)`` when that says so; nothing is sent
+    here. Returns the
+    results in ``items`` order, None where nothing was recorded.
     """
     now = timezone.now()
+    alerting = bool(targets())
     with transaction.atomic():
         # Lock the state rows in pk order (no joins: FOR UPDATE locks the
         # Check rows only). A check whose row is gone keeps its result.
@@ -66,6 +80,7 @@ def record_many(items: Sequence[tuple[Check, Outcome, str]], *, token: str = "")
         results = [_new_result(check, outcome, source, now) for check, outcome, source in kept]
         TestResult.objects.bulk_create(results)
         changed: list[Check] = []
+        alerts: list[outbox.Alerted] = []
         for (check, _, _), result in zip(kept, results, strict=True):
             state = states.get(check.pk)
             if state is None:
@@ -76,10 +91,12 @@ def record_many(items: Sequence[tuple[Check, Outcome, str]], *, token: str = "")
                 state.claim_token = ""
             state.next_due_at = schedule.next_run(check.test.schedule, now)
             changed.append(state)
-            if transition.alert:
-                event = Event(kind=transition.alert, check=state, result=result)
-                transaction.on_commit(partial(notify, event))
+            if transition.alert and alerting:
+                state.site = check.site  # the storm rules read its type
+                alerts.append(outbox.Alerted(state, result, transition.alert))
         _save_states(changed)
+        if alerts:
+            outbox.queue_alerts(alerts, group=group, hold_until=lambda alert: hold(alert, now) if hold else None, now=now)
     by_item = {id(item[0]): result for item, result in zip(kept, results, strict=True)}
     return [by_item.get(id(check)) for check, _, _ in items]
 
@@ -94,6 +111,7 @@ STATE_FIELDS = [
     "claimed_until",
     "claim_token",
     "next_due_at",
+    "alerted_at",
 ]
 
 

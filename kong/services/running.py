@@ -1,12 +1,15 @@
 """Run checks in a pool of workers and record them in small batches, while
-the run's claims are renewed on a timer."""
+the run's claims are renewed on a timer and its alerts are sent in the
+background."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, OperationalError
@@ -16,6 +19,7 @@ from kong.conf import kong_settings
 from kong.engine import pool
 from kong.engine.runner import Job, Outcome
 from kong.models import Check, TestResult
+from kong.notifiers import outbox
 from kong.services.claims import release_claims, renew_claims
 from kong.services.jobs import prepare
 from kong.services.recording import record_many
@@ -49,9 +53,21 @@ def run_checks(
     the run renews its leases on a timer while it lasts, records only the
     checks it still holds, and on any exit releases the claims of checks it
     did not record, so they are due again at once.
+
+    Alerts: pending deliveries (left by an earlier run, or failures whose
+    mute has ended) start going out at once, and this run's own as its
+    results are committed, in a background ``outbox.Sender``; the run ends
+    by waiting at most one ``KONG_DELIVERY_TIMEOUT`` for what is in flight
+    (the rest stays pending for the next run). A test's failures on the
+    sites of one type are held until the run has recorded all of those
+    checks, so a storm becomes one summary (``Storms``).
     """
     started = timezone.now()
     checks = list(checks)
+    storms = Storms(checks)
+    sender = outbox.Sender()
+    outbox.alert_ended_mutes()
+    sender.pump()
     by_key = {check.pk: check for check in checks}
     sources: dict[int, str] = {}
     done: dict[int, CheckReport] = {}
@@ -66,9 +82,10 @@ def run_checks(
         nonlocal callback_error
         batch = pending[:]  # taken first: a batch is never recorded twice
         pending.clear()
-        results = _record_retrying(batch, token)
+        results = _record_retrying(batch, token, storms)
         for (check, _, _), result in zip(batch, results, strict=True):
             recorded.add(check.pk)
+            storms.recorded(check)
             if result is None:
                 continue
             done[check.pk] = item = report_for(check, result)
@@ -95,8 +112,9 @@ def run_checks(
             elif prepared.job is not None:
                 jobs.append(prepared.job)
         size = kong_settings.WORKERS if workers is None else workers
-        for job, outcome in _run_jobs(jobs, size, lease):
+        for job, outcome in _run_jobs(jobs, size, lease, sender):
             keep(by_key[job.key], outcome)
+            sender.pump()
     finally:  # also on Ctrl-C or a database error: what finished is recorded, the rest is due again at once
         try:
             if pending:
@@ -104,6 +122,8 @@ def run_checks(
         finally:
             if token:
                 release_claims(token, [check.pk for check in checks if check.pk not in recorded])
+    storms.release_all()
+    sender.finish()
     if callback_error is not None:
         raise callback_error
     # Report in the order asked for, not the order the pool finished in.
@@ -112,9 +132,12 @@ def run_checks(
     return report
 
 
-def _run_jobs(jobs: list[Job], size: int, lease: LeaseKeeper) -> Iterator[tuple[Job, Outcome]]:
+def _run_jobs(
+    jobs: list[Job], size: int, lease: LeaseKeeper, sender: outbox.Sender | None = None
+) -> Iterator[tuple[Job, Outcome]]:
     """Run ``jobs`` in a pool of ``size`` workers (0: inline), renewing the
-    run's leases between results, at least every ``lease.interval`` seconds."""
+    run's leases between results, at least every ``lease.interval`` seconds,
+    and (while ``sender`` has alerts in flight) keeping it going."""
     if size <= 0 or not jobs:
         for job, outcome in pool.run_jobs(jobs, 0):
             lease.renew_if_due()
@@ -126,7 +149,11 @@ def _run_jobs(jobs: list[Job], size: int, lease: LeaseKeeper) -> Iterator[tuple[
         try:
             while workers.in_flight:
                 lease.renew_if_due()
-                yield from workers.poll(lease.interval)
+                if sender is not None and sender.busy:
+                    sender.pump()
+                    yield from workers.poll(min(lease.interval, SENDER_POLL))
+                else:
+                    yield from workers.poll(lease.interval)
         finally:
             if workers.in_flight:  # abandoned mid-run (Ctrl-C, SIGTERM, an error)
                 workers.cancel()
@@ -141,6 +168,54 @@ def pool_options() -> dict[str, Any]:
     }
 
 
+# Seconds between looks at the alerts in flight while no result arrives.
+SENDER_POLL = 0.25
+
+
+class Storms:
+    """A run's storm rule: a test's alerts on the sites of one type are held
+    while the run may still record more of them, when the run checks that
+    test on at least ``KONG_ALERT_SUMMARY_THRESHOLD`` sites of the type; the
+    cohort is released (due at once) when its last check is recorded, and
+    the outbox folds its failures (or recoveries) into one summary per
+    notifier. Held rows of a run that dies become due after
+    ``KONG_CLAIM_LEASE``, like the run's claims, and still fold then."""
+
+    def __init__(self, checks: list[Check]) -> None:
+        self.group = outbox.new_group()
+        sites: dict[tuple[int, int], set[int]] = defaultdict(set)
+        self.left: dict[tuple[int, int], int] = defaultdict(int)
+        for check in checks:
+            if check.site.type_id is not None:
+                key = (check.test_id, check.site.type_id)
+                sites[key].add(check.site_id)
+                self.left[key] += 1
+        threshold = kong_settings.ALERT_SUMMARY_THRESHOLD
+        self.held = {key for key, members in sites.items() if len(members) >= threshold}
+
+    def hold(self, alert: outbox.Alerted, now: datetime) -> datetime | None:
+        key = (alert.check.test_id, alert.check.site.type_id)
+        if key in self.held:
+            return now + timedelta(seconds=kong_settings.CLAIM_LEASE)
+        return None
+
+    def recorded(self, check: Check) -> None:
+        """Count ``check`` as recorded (or given up); releases its cohort when it was the last."""
+        if check.site.type_id is None:
+            return
+        key = (check.test_id, check.site.type_id)
+        self.left[key] -= 1
+        if self.left[key] == 0 and key in self.held:
+            self.held.discard(key)
+            outbox.release(self.group, key)
+
+    def release_all(self) -> None:
+        """The run is over: whatever it still holds is due now."""
+        if self.held:
+            outbox.release(self.group)
+            self.held.clear()
+
+
 # How often, and how long, recording retries when SQLite reports the
 # database locked by another writer (a WAL database with
 # "transaction_mode": "IMMEDIATE" rarely needs it).
@@ -148,10 +223,14 @@ LOCKED_RETRIES = 5
 LOCKED_PAUSE = 0.2
 
 
-def _record_retrying(batch: list[tuple[Check, Outcome, str]], token: str) -> list[TestResult | None]:
+def _record_retrying(
+    batch: list[tuple[Check, Outcome, str]], token: str, storms: Storms | None = None
+) -> list[TestResult | None]:
     for attempt in range(LOCKED_RETRIES):
         try:
-            return record_many(batch, token=token)
+            if storms is None:
+                return record_many(batch, token=token)
+            return record_many(batch, token=token, group=storms.group, hold=storms.hold)
         except OperationalError as error:
             if "locked" not in str(error) or attempt == LOCKED_RETRIES - 1:
                 raise
