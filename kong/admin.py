@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from kong.forms import SiteAdminForm, TestAdminForm, masked_variables
-from kong.models import Check, Server, Site, Test, TestResult, Type
+from kong.models import Check, Delivery, Server, Site, Test, TestResult, Type
 from kong.status import is_failing
 
 MUTE_FOR = timedelta(hours=1)
@@ -199,6 +199,28 @@ class TestAdmin(admin.ModelAdmin):
         self.message_user(request, f"{count} test(s) deactivated.", messages.SUCCESS)
 
 
+class DeliveryInline(admin.TabularInline):
+    """A result's alerts, one row per notifier, on its admin page."""
+
+    model = Delivery
+    fk_name = "result"
+    fields = ("kind", "notifier_name", "status", "attempts", "sent_at", "next_attempt_at", "error", "summary")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="notifier")
+    def notifier_name(self, delivery: Delivery) -> str:
+        return delivery.notifier_label
+
+
 @admin.register(TestResult)
 class TestResultAdmin(admin.ModelAdmin):
     """Results are a record of what happened: viewable and deletable, never edited."""
@@ -215,6 +237,7 @@ class TestResultAdmin(admin.ModelAdmin):
         "test", "site", "server", "run_date", "status", "succeeded", "duration",
         "failed_line", "reason", "script", "content",
     )  # fmt: skip
+    inlines = [DeliveryInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -274,7 +297,7 @@ class CheckAdmin(admin.ModelAdmin):
     actions = ["mute_for_an_hour", "unmute"]
     fields = (
         "test", "site", "server", "status", "status_since", "consecutive_failures", "last_result",
-        "last_run_at", "next_due_at", "claimed_until", "muted_until",
+        "last_run_at", "next_due_at", "claimed_until", "muted_until", "alerted_at",
     )  # fmt: skip
     readonly_fields = tuple(name for name in fields if name != "muted_until")
 
@@ -323,3 +346,68 @@ class CheckAdmin(admin.ModelAdmin):
     def unmute(self, request: HttpRequest, queryset: QuerySet[Check]) -> None:
         count = queryset.update(muted_until=None)
         self.message_user(request, f"{count} check(s) unmuted.", messages.SUCCESS)
+
+
+# -- alerts: the delivery outbox ------------------------------------------------
+
+
+class DeliveryStatusFilter(admin.SimpleListFilter):
+    """Pending split in two: waiting its turn, or retrying after an error."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("pending", "Pending"), ("retrying", "Pending, retrying"), ("sent", "Sent"), ("failed", "Failed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "retrying":
+            return queryset.filter(status="pending", attempts__gt=0)
+        if self.value():
+            return queryset.filter(status=self.value())
+        return queryset
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    """The outbox: every alert per notifier, how it went and why not. Read-only."""
+
+    list_display = ("created", "kind", "site_check", "notifier_name", "status", "attempts", "sent", "short_error")
+    list_filter = (DeliveryStatusFilter, "kind", "notifier", "site_check__test", "site_check__site__type")
+    list_select_related = ("site_check__test", "site_check__site", "site_check__server")
+    search_fields = ("site_check__site__name", "site_check__site__slug", "site_check__test__slug", "error")
+    date_hierarchy = "created_at"
+    raw_id_fields = ("site_check", "result", "summary")
+    show_full_result_count = False
+    fields = (
+        "kind", "site_check", "result", "notifier", "target_host", "status", "attempts", "error",
+        "created_at", "next_attempt_at", "sent_at", "claimed_until", "group", "summary",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, delivery: Delivery) -> str:
+        return short_time(delivery.created_at, "%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="notifier", ordering="notifier")
+    def notifier_name(self, delivery: Delivery) -> str:
+        return delivery.notifier_label
+
+    @admin.display(description="target")
+    def target_host(self, delivery: Delivery) -> str:
+        # The host only: a webhook's path is often its secret.
+        return delivery.notifier_label
+
+    @admin.display(description="sent", ordering="sent_at")
+    def sent(self, delivery: Delivery) -> str:
+        return short_time(delivery.sent_at, "%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="error")
+    def short_error(self, delivery: Delivery) -> str:
+        return Truncator(delivery.error).chars(100)
