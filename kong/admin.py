@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from kong.forms import SiteAdminForm, TestAdminForm, masked_variables
+from kong.forms import SiteAdminForm, TestAdminForm, masked_variables_text
 from kong.models import Check, Delivery, Server, Site, Test, TestResult, Type
 from kong.status import is_failing
 
@@ -133,8 +133,8 @@ class SiteAdmin(admin.ModelAdmin):
 
     @admin.display(description="variables")
     def variables_masked(self, site: Site) -> str:
-        text = ", ".join(f"{name}={value}" for name, value in masked_variables(site).items())
-        return Truncator(text).chars(48)
+        # Masked before it is cut, so a cut never leaves part of a secret.
+        return Truncator(masked_variables_text(site)).chars(48)
 
     @admin.action(description="Mark selected sites live (checked)")
     def make_live(self, request: HttpRequest, queryset: QuerySet[Site]) -> None:

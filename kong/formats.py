@@ -7,6 +7,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
+from kong.masking import mask
 from kong.services import CheckReport, RunReport
 from kong.status import SYMBOLS, Status
 
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from kong.models import Check
 
 CLEAR_LINE = "\r\033[K"  # erases a terminal's live progress counter
-
 
 
 def label(item: CheckReport) -> str:
@@ -42,8 +42,11 @@ def list_line(check: Check) -> str:
 
 
 def dry_run_line(check: Check, error: ScriptError | None) -> str:
+    """``  ok  site/test`` or ``invalid  site/test  line N: reason``. The reason
+    may quote the rendered line, so the site's secrets are masked: this line
+    goes to CI and cron logs."""
     line = f"{'invalid' if error else 'ok':>7}  {check.label}"
-    return f"{line}  {error}" if error else line
+    return f"{line}  {mask(str(error), check.site.secret_values())}" if error else line
 
 
 def text_lines(report: RunReport, *, quiet: bool = False, verbose: bool = False) -> list[str]:

@@ -9,6 +9,7 @@ never sends secret values back to the browser.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import construct_instance
 
+from kong.conf import kong_settings
 from kong.engine.scripts import ScriptError, context_for, render, validate
 from kong.masking import MASK, mask
 from kong.models import Server, Site, Test, Type
@@ -103,13 +105,61 @@ class TestAdminForm(forms.ModelForm):
 
 
 def masked_variables(site: Site) -> dict[str, Any]:
-    """``site.variables`` with every secret value replaced by ``MASK``."""
+    """``site.variables`` with every secret value replaced by ``MASK``.
+
+    Nested values are masked as ``Site.secret_values`` counts them: below a
+    name that looks secret (``{"login": {"password": ...}}``, ``{"api_keys":
+    [...]}``) every value is masked; elsewhere, any value equal to a secret.
+    """
+    pattern = re.compile(kong_settings.SECRET_VARIABLES, re.IGNORECASE)
     secrets = set(site.secret_values())
+
+    def walk(value: Any, secret: bool) -> Any:
+        if isinstance(value, dict):
+            return {name: walk(item, secret or bool(pattern.search(str(name)))) for name, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item, secret) for item in value]
+        if value in (None, ""):
+            return value
+        return MASK if secret or str(value) in secrets else value
+
     variables = site.variables if isinstance(site.variables, dict) else {}
-    return {
-        name: MASK if value not in (None, "") and str(value) in secrets else value
-        for name, value in variables.items()
-    }
+    masked: dict[str, Any] = walk(variables, False)
+    return masked
+
+
+def masked_variables_text(site: Site) -> str:
+    """``name=value, ...`` of the masked variables, nested ones as JSON."""
+    return ", ".join(
+        f"{name}={json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}"
+        for name, value in masked_variables(site).items()
+    )
+
+
+_MISSING = object()
+
+
+def restore_masked(submitted: Any, stored: Any, path: str = "") -> Any:
+    """``submitted`` with each ``MASK`` replaced by the stored value at the same
+    place (a key path, list positions included). Raises ValidationError for a
+    ``MASK`` where nothing is stored."""
+    if submitted == MASK:
+        if stored is _MISSING:
+            raise ValidationError(f"Type the value of {path!r}: it has no stored value.", code="masked_value")
+        return stored
+    if isinstance(submitted, dict):
+        stored_items = stored if isinstance(stored, dict) else {}
+        return {
+            name: restore_masked(item, stored_items.get(name, _MISSING), f"{path}.{name}" if path else name)
+            for name, item in submitted.items()
+        }
+    if isinstance(submitted, list):
+        stored_list = stored if isinstance(stored, list) else []
+        return [
+            restore_masked(item, stored_list[index] if index < len(stored_list) else _MISSING, f"{path}[{index}]")
+            for index, item in enumerate(submitted)
+        ]
+    return submitted
 
 
 class SiteAdminForm(forms.ModelForm):
@@ -165,11 +215,5 @@ class SiteAdminForm(forms.ModelForm):
     def _restore_secrets(self, value: dict[str, Any]) -> dict[str, Any]:
         stored = self.instance.variables if self.instance.pk is not None else {}
         stored = stored if isinstance(stored, dict) else {}
-        restored = dict(value)
-        for name, item in value.items():
-            if item != MASK:
-                continue
-            if name not in stored:
-                raise ValidationError(f"Type the value of {name!r}: it has no stored value.", code="masked_value")
-            restored[name] = stored[name]
+        restored: dict[str, Any] = restore_masked(value, stored)
         return restored

@@ -10,6 +10,7 @@ http(s).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from django.template.base import Parser, Token
 
 from kong.conf import kong_settings
 from kong.engine import grammar
+from kong.masking import mask
 
 if TYPE_CHECKING:
     from kong.models import Server, Site, Test
@@ -125,6 +127,10 @@ class ScriptError(ValueError):
         self.line = line
         super().__init__(f"line {line}: {reason}" if line else reason)
 
+    def masked(self, secrets: Iterable[str]) -> ScriptError:
+        """The same error with ``secrets`` masked in its reason."""
+        return ScriptError(mask(self.reason, secrets), self.line)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -143,11 +149,99 @@ class Script:
     steps: tuple[Step, ...]
 
 
+@dataclass(frozen=True)
+class TypeValues:
+    """A site's type as a test body sees it; ``{{ site.type }}`` is its name."""
+
+    name: str
+    slug: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class SiteValues:
+    """The site a body is rendered for: plain values, no relations to follow."""
+
+    name: str
+    slug: str
+    url: str
+    servername: str
+    host: str
+    type: TypeValues | None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ServerValues:
+    """The server a check goes through; ``{{ server }}`` is its name."""
+
+    name: str
+    slug: str
+    hostname: str
+    internal_ip: str | None
+    external_ip: str | None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class TestValues:
+    """The test being rendered; ``{{ test }}`` is its name."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    slug: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def context_for(site: Site, test: Test | None = None, server: Server | None = None) -> dict[str, Any]:
-    """The template context: each site variable, then ``site``, ``test``, ``server``."""
-    context: dict[str, Any] = dict(site.variables or {})
-    context.update(site=site, test=test, server=server)
+    """The template context: each of ``site``'s own variables, then ``site``,
+    ``test`` and ``server`` as plain values (see the README's table).
+
+    Never a model instance: a template may call any method without arguments
+    and follow any relation, so ``site.type.sites.all`` would reach every
+    other site's variables, secrets included.
+    """
+    context: dict[str, Any] = dict(site.variables) if isinstance(site.variables, dict) else {}
+    type_ = site.type if site.type_id is not None else None
+    context.update(
+        site=SiteValues(
+            name=site.name,
+            slug=site.slug,
+            url=site.url,
+            servername=site.servername,
+            host=_host(site),
+            type=TypeValues(name=type_.name, slug=type_.slug) if type_ is not None else None,
+        ),
+        test=TestValues(name=test.name, slug=test.slug) if test is not None else None,
+        server=(
+            ServerValues(
+                name=server.name,
+                slug=server.slug,
+                hostname=server.hostname,
+                internal_ip=server.internal_ip,
+                external_ip=server.external_ip,
+            )
+            if server is not None
+            else None
+        ),
+    )
     return context
+
+
+def _host(site: Site) -> str:
+    try:
+        return site.host
+    except ValueError:  # a servername urlsplit cannot read ("http://[bad")
+        return site.servername
 
 
 def render(body: str, context: dict[str, Any]) -> str:
@@ -288,8 +382,15 @@ def _is_host_and_port(url: str) -> bool:
 
 
 def compile_script(test: Test, site: Site, server: Server | None = None) -> Script:
-    """Render ``test.body`` for ``site`` (through ``server``) and validate it."""
-    return validate(render(test.body, context_for(site, test, server)))
+    """Render ``test.body`` for ``site`` (through ``server``) and validate it.
+
+    Raises ScriptError, with ``site``'s secrets masked: its message quotes
+    the rendered line, which may hold one.
+    """
+    try:
+        return validate(render(test.body, context_for(site, test, server)))
+    except ScriptError as error:
+        raise error.masked(site.secret_values()) from None
 
 
 def numbered(source: str) -> list[tuple[int, str]]:
