@@ -11,11 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core import mail
 from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 
 from kong import services
-from kong.models import Check, Site, Status, TestResult
+from kong.models import Check, Delivery, Site, Status, TestResult
+from kong.notifiers import outbox
 from kong.scheduler import Scheduler
 from tests.factories import make_site, make_test, make_type
 
@@ -314,3 +317,72 @@ def test_a_result_is_recorded_at_most_once_even_when_recording_is_retried(web):
     outcome = services.invalid_outcome(services.ScriptError("late copy"))
     assert services.record(check, outcome, source=source, token=token) is None  # the claim is gone
     assert TestResult.objects.count() == 1
+
+
+# -- alerts: sent beside the loop, never in its way --------------------------------
+
+
+def failing_fleet(web, sites: int) -> None:
+    fleet(web, sites)
+    web.route("/", status=500, body="<html><body>down</body></html>")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hanging_webhook_never_holds_up_the_loop(web, hook):
+    """Regression: alerts went out inline while recording, so one webhook
+    that did not answer stalled every tick for its timeout."""
+    failing_fleet(web, 1)
+    hook.route("/slow", body="ok", delay=30)
+    with override_settings(KONG_WEBHOOKS=[hook.url("/slow")], KONG_DELIVERY_TIMEOUT=3):
+        scheduler = Scheduler(1, prune=False)
+        try:
+            scheduler.tick()
+            drain(scheduler)  # records the failure and hands its delivery to a sender thread
+            assert scheduler.sender.busy
+            started = time.monotonic()
+            for _ in range(5):
+                scheduler.tick()
+                scheduler.collect(0.05)
+            steps = time.monotonic() - started
+            assert scheduler.sender.busy  # still sending: the loop did not wait for it
+        finally:
+            scheduler.shutdown(0)
+    assert steps < 3  # five ticks and collects took less than the one delivery timeout they ran beside
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert "timed out" in delivery.error  # shutdown waited for the attempt to time out, and recorded it
+
+
+@pytest.mark.django_db
+@override_settings(KONG_MAIL_MANAGERS=True)
+def test_a_storm_spread_over_ticks_folds_into_one_summary(web):
+    failing_fleet(web, 6)
+    scheduler = Scheduler(2, prune=False)
+    try:
+        for _ in range(3):  # two checks per tick
+            scheduler.tick()
+            drain(scheduler)
+    finally:
+        scheduler.shutdown(0)
+    assert Delivery.objects.count() == 6
+    assert outbox.send_pending().sent == 0  # held while the storm gathers
+    outbox.send_pending(now=timezone.now() + timedelta(seconds=outbox.STORM_WINDOW + 1))
+    assert [message.subject for message in mail.outbox] == ["[kong] FAILED: Front Page on 6 of 6 News sites"]
+
+
+@pytest.mark.django_db
+@override_settings(KONG_MAIL_MANAGERS=True)
+def test_a_tick_alerts_a_failure_whose_mute_has_ended(web):
+    failing_fleet(web, 1)
+    Check.objects.update(muted_until=timezone.now() + timedelta(hours=1))
+    scheduler = Scheduler(1, prune=False)
+    try:
+        scheduler.tick()
+        drain(scheduler)
+        assert not Delivery.objects.exists()
+        Check.objects.update(muted_until=timezone.now() - timedelta(seconds=1))
+        outbox.alert_ended_mutes()  # what each tick does (outside a test's transaction)
+    finally:
+        scheduler.shutdown(0)
+    outbox.send_pending()
+    assert [message.subject for message in mail.outbox] == ["[kong] FAILED: Site0 / Front Page"]
