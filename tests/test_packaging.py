@@ -10,9 +10,12 @@ this interpreter's site-packages.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -94,3 +97,50 @@ def test_the_installed_package_has_every_file_it_needs(installed):
     assert (installed / "templates" / "kong" / "email" / "failure.txt").read_text() == (
         KONG / "templates" / "kong" / "email" / "failure.txt"
     ).read_text()
+
+
+def test_a_new_project_installs_kong_as_the_readme_says(installed, tmp_path):
+    """Tried as a new user would: ``pip install``, add "kong" to a fresh
+    ``startproject``, then ``migrate``, ``check --database default`` and
+    ``check_sites``, each a real process on a fresh SQLite file."""
+    python = installed.parents[3] / "bin" / "python"
+    # Offline, pip cannot fetch Kong's dependencies: let the new venv see
+    # the ones this interpreter has (Django, twill, croniter), as a path
+    # entry only, so the installed wheel, not the source tree, is imported.
+    deps = sysconfig.get_paths()["purelib"]
+    (installed.parent / "zz_kong_test_dependencies.pth").write_text(deps + "\n")
+    project = tmp_path / "ops"
+    project.mkdir()
+    run(python, "-m", "django", "startproject", "fleetops", project, cwd=tmp_path)
+    settings = project / "fleetops" / "settings.py"
+    settings.write_text(
+        re.sub(r"([\"']django\.contrib\.staticfiles[\"'],)", r"\1\n    'kong',", settings.read_text())
+        + '\nDATABASES["default"]["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",'
+        ' "transaction_mode": "IMMEDIATE", "timeout": 20}\n'
+    )
+    urls = project / "fleetops" / "urls.py"
+    urls.write_text(
+        urls.read_text().replace("from django.urls import path", "from django.urls import include, path")
+        .replace("path('admin/', admin.site.urls),", "path('admin/', admin.site.urls),\n    path('kong/', include('kong.urls')),")
+        .replace('path("admin/", admin.site.urls),', 'path("admin/", admin.site.urls),\n    path("kong/", include("kong.urls")),')
+    )  # fmt: skip
+
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+
+    def manage(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(python), "manage.py", *args], cwd=project, env=env, capture_output=True, text=True, check=False,
+            timeout=300,
+        )  # fmt: skip
+
+    migrate = manage("migrate", "--no-input")
+    assert migrate.returncode == 0, migrate.stderr
+    assert "Applying kong.0001_initial" in migrate.stdout
+    check = manage("check", "--database", "default")
+    assert check.returncode == 0, check.stderr
+    assert "kong.W012" not in check.stderr
+    assert "kong.W013" not in check.stderr
+    first_run = manage("check_sites")
+    assert first_run.returncode == 3
+    assert first_run.stderr.strip() == "CommandError: nothing to check: no active test applies to a live site"
+    assert "Traceback" not in migrate.stderr + check.stderr + first_run.stderr
