@@ -251,11 +251,16 @@ def test_nothing_is_sent_inside_the_transaction_and_a_rollback_leaves_no_alert(w
     """The alert is a row written with the result; a run inside a
     transaction sends nothing, and rolling it back takes the alert along."""
     break_site(web)
-    with pytest.raises(RuntimeError), transaction.atomic():
-        services.run_checks(services.select_checks(), workers=0)
-        (delivery,) = Delivery.objects.all()
-        assert (delivery.kind, delivery.status, delivery.result) == ("failure", "pending", TestResult.objects.get())
-        raise RuntimeError("roll back")
+
+    def run_then_roll_back() -> None:
+        with transaction.atomic():
+            services.run_checks(services.select_checks(), workers=0)
+            (delivery,) = Delivery.objects.all()
+            assert (delivery.kind, delivery.status, delivery.result) == ("failure", "pending", TestResult.objects.get())
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        run_then_roll_back()
     assert mail.outbox == []
     assert not Delivery.objects.exists()
     assert not TestResult.objects.exists()
