@@ -357,6 +357,69 @@ def test_site_change_form_masks_secrets_and_keeps_them(admin_client: Client, fle
     assert site.variables["password"] == "new-secret"
 
 
+NESTED = {
+    "username": "ops",
+    "login": {"user": "alice", "password": "nested-hunter2-secret"},
+    "api_keys": ["key-one-secret", "key-two-secret"],
+    "section": "news",
+}
+NESTED_SECRETS = ("nested-hunter2-secret", "key-one-secret", "key-two-secret")
+
+
+def test_nested_secrets_are_masked_in_the_form_and_the_changelist(admin_client: Client, fleet: dict[str, Any]) -> None:
+    site = fleet["sites"][4]
+    site.variables = NESTED
+    site.save()
+    page = admin_client.get(url("site_change", site.pk))
+    masked = page.context["adminform"].form.initial["variables"]
+    assert masked == {
+        "username": "ops",
+        "login": {"user": "alice", "password": "********"},
+        "api_keys": ["********", "********"],
+        "section": "news",
+    }
+    changelist = admin_client.get(reverse("admin:kong_site_changelist"), {"q": site.slug}).content.decode()
+    for text in (page.content.decode(), changelist):
+        assert not any(secret in text for secret in NESTED_SECRETS)
+        assert "nested-hunter2" not in text  # not even cut short
+    assert "login={&quot;user&quot;: &quot;alice&quot;" in changelist
+
+
+def test_nested_masked_values_are_restored_on_save(admin_client: Client, fleet: dict[str, Any]) -> None:
+    site = fleet["sites"][4]
+    site.variables = NESTED
+    site.save()
+    masked = admin_client.get(url("site_change", site.pk)).context["adminform"].form.initial["variables"]
+    edited = json.loads(json.dumps(masked))
+    edited["login"]["user"] = "bob"
+    edited["api_keys"].append("key-three-secret")
+    response = admin_client.post(url("site_change", site.pk), site_form(site, variables=json.dumps(edited)))
+    assert response.status_code == 302
+    site.refresh_from_db()
+    assert site.variables["login"] == {"user": "bob", "password": "nested-hunter2-secret"}
+    assert site.variables["api_keys"] == ["key-one-secret", "key-two-secret", "key-three-secret"]
+
+    # A mask where nothing is stored cannot be saved: the value must be typed.
+    edited["login"]["pin"] = "********"
+    response = admin_client.post(url("site_change", site.pk), site_form(site, variables=json.dumps(edited)))
+    assert response.status_code == 200
+    [error] = response.context["adminform"].form.errors["variables"]
+    assert "'login.pin'" in error
+
+
+def test_view_only_staff_never_see_nested_secrets(fleet: dict[str, Any]) -> None:
+    site = fleet["sites"][4]
+    site.variables = NESTED
+    site.save()
+    viewer = User.objects.create_user("viewer", password="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_site"))
+    client = Client()
+    client.force_login(viewer)
+    html = client.get(url("site_change", site.pk)).content.decode()
+    assert not any(secret in html for secret in NESTED_SECRETS)
+    assert "login=" in html
+
+
 def test_view_only_staff_never_see_secrets(fleet: dict[str, Any]) -> None:
     viewer = User.objects.create_user("viewer", password="viewer", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_site"))

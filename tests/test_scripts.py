@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+import sys
+import types
 
 import pytest
+from django.db.models import Model
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kong.engine import grammar
 from kong.engine.scripts import (
@@ -21,7 +28,7 @@ from kong.engine.scripts import (
 )
 from kong.masking import MASK, mask
 from kong.models import Site, Test
-from tests.factories import make_server, make_site, make_test
+from tests.factories import make_server, make_site, make_test, make_type
 
 
 def unsaved_site(**fields: object) -> Site:
@@ -182,6 +189,51 @@ ATTACKS = [
     ("set_global go http://evil/", "not a usable variable name"),
     ("set_global __builtins__ x", "not a usable variable name"),
     ("show secrets", "cannot show"),
+    # More exec, eval and file forms of twill 3.3 (commands.py, parse.process_args).
+    ("extend_with kong.engine.runner", "imports a Python module"),
+    ("get_password", "reads from the terminal"),
+    ("getinput x", "reads from the terminal"),
+    ("reset_output", "changes process output"),
+    ("reset_error", "changes process output"),
+    ("redirect_output /dev/stdout", "writes files"),
+    ("config use_tidy 0", "changes global twill configuration"),
+    ("debug commands 1", "changes global debugging state"),
+    ('run ""', "executes Python code"),
+    ("echo ${x.__class__}", "only plain ${name} references"),
+    ("echo ${x[0]}", "only plain ${name} references"),
+    ("echo ${x}${y()}", "only plain ${name} references"),
+    ("go ${__import__('os').environ['HOME']}", "only plain ${name} references"),
+    ("add_extra_header X ${__import__('os').getcwd()}", "only plain ${name} references"),
+    ("follow \"${open('/etc/passwd').read()}\"", "only plain ${name} references"),
+    ("code ${__import__('os').getpid()}", "only plain ${name} references"),
+    ("echo __x.y", "only plain variable names may start with '__'"),
+    ("echo __x()", "only plain variable names may start with '__'"),
+    ("find __import__('os').system('id')", "only plain variable names may start with '__'"),
+    ("echo $x()", "only plain variable references"),
+    ("echo $(id)", "only plain variable references"),
+    ("echo $x[0]", "only plain variable references"),
+    ("fv 1 q `id`", "backticks are not allowed"),
+    ('fv 1 q "`id`"', "backticks are not allowed"),
+    ("exit `id`", "backticks are not allowed"),
+    ("agent `id`", "backticks are not allowed"),
+    ("setlocal __builtins__ x", "not a usable variable name"),
+    ("set_local run x", "not a usable variable name"),
+    ("setglobal show_forms x", "not a usable variable name"),
+    ("set_global a.b x", "not a usable variable name"),
+    ("show ../../etc/passwd", "cannot show"),
+    ("show __class__", "cannot show"),
+    ("go vbscript:msgbox", "only http(s) URLs are allowed, not vbscript"),
+    ("go view-source:http://x/", "only http(s) URLs are allowed, not view-source"),
+    ("fa 1 data:text/html,x", "only http(s) URLs are allowed, not data"),
+    # Quoting and spelling tricks: the command word is what twill's grammar reads.
+    ('run"import os"', "executes Python code"),
+    (" run 'x'", "executes Python code"),
+    ("\trun x", "executes Python code"),
+    ("RUN x", "unknown twill command 'RUN'"),
+    ("\uff52\uff55\uff4e x", "cannot parse"),  # fullwidth "run"
+    ("run\xa0x", "cannot parse"),  # a no-break space is not a separator
+    ('echo "a" "b', "unterminated quote"),
+    ("echo 'a\"", "unterminated quote"),
 ]
 
 
@@ -333,3 +385,383 @@ def test_arguments_twill_would_choke_on_are_refused_before_the_run(line, reason)
 @pytest.mark.parametrize("line", ["find $pattern", "code ${status}", "go http://${host}:$port/", "title __title__"])
 def test_arguments_with_variables_are_checked_when_they_expand(line):
     assert validate(line).steps[0].line == 1
+
+
+# -- the template context holds plain values ------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_body_cannot_reach_another_sites_variables_through_relations():
+    news = make_type("news")
+    server = make_server("web1")
+    make_site("a", "a.example.com", type=news, servers=[server], variables={"password": "site-a-secret"})
+    b = make_site("b", "b.example.com", type=news, servers=[server], variables={"section": "sport"})
+    test = make_test(sites=[b])
+    attempts = [
+        "{% for s in site.type.sites.all %}{{ s.variables }}{% endfor %}",
+        "{% for s in server.sites.all %}{{ s.variables }}{% endfor %}",
+        "{% for s in test.sites.all %}{{ s.variables }}{% endfor %}",
+        "{% for t in site.type.sites.all.0.test_set.all %}{{ t }}{% endfor %}",
+        "{{ site.type.sites.first.variables }}{{ site.servers.all }}{{ site.pk }}{{ site.variables }}",
+        "{{ test.body }}{{ test.types.all }}{{ server.sites.all }}{{ site.save }}{{ site.delete }}",
+    ]
+    for attempt in attempts:
+        assert render(f"echo x{attempt}", context_for(b, test, server)) == "echo x", attempt
+    assert Site.objects.filter(slug="b").exists()  # {{ site.delete }} deleted nothing
+
+
+def _plain(value: object) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _plain(item) for key, item in value.items())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(_plain(getattr(value, field.name)) for field in dataclasses.fields(value))
+    return False
+
+
+@pytest.mark.django_db
+def test_the_context_holds_plain_values_only():
+    server = make_server("web3", hostname="web3.internal", internal_ip="10.0.0.3", external_ip="203.0.113.3")
+    site = make_site(
+        "kusports", "www.kusports.com", name="KUSports", type=make_type("news", name="News"),
+        variables={"section": "news", "login": {"user": "u", "password": "p"}}, servers=[server],
+    )  # fmt: skip
+    test = make_test("front-page", name="Front page")
+    context = context_for(site, test, server)
+    assert all(_plain(value) for value in context.values())
+    assert not any(isinstance(value, Model) for value in context.values())
+    assert set(context) == {"section", "login", "site", "test", "server"}
+
+
+@pytest.mark.django_db
+def test_every_documented_context_field_renders():
+    server = make_server("web3", name="Web 3", hostname="web3.internal", internal_ip="10.0.0.3", external_ip="203.0.113.3")
+    site = make_site(
+        "kusports", "https://www.kusports.com:8443/", name="KUSports", type=make_type("news", name="News"),
+        variables={"section": "news", "login": {"user": "u"}}, servers=[server],
+    )  # fmt: skip
+    test = make_test("front-page", name="Front page")
+    fields = {
+        "{{ site }}": "KUSports",
+        "{{ site.name }}": "KUSports",
+        "{{ site.slug }}": "kusports",
+        "{{ site.url }}": "https://www.kusports.com:8443/",
+        "{{ site.servername }}": "https://www.kusports.com:8443/",
+        "{{ site.host }}": "www.kusports.com",
+        "{{ site.type }}": "News",
+        "{{ site.type.name }}": "News",
+        "{{ site.type.slug }}": "news",
+        "{{ test }}": "Front page",
+        "{{ test.name }}": "Front page",
+        "{{ test.slug }}": "front-page",
+        "{{ server }}": "Web 3",
+        "{{ server.name }}": "Web 3",
+        "{{ server.slug }}": "web3",
+        "{{ server.hostname }}": "web3.internal",
+        "{{ server.internal_ip }}": "10.0.0.3",
+        "{{ server.external_ip }}": "203.0.113.3",
+        "{{ section }}": "news",
+        "{{ login.user }}": "u",
+    }
+    for field, value in fields.items():
+        assert render(field, context_for(site, test, server)) == value, field
+    # No type, no server: as before, {{ site.type }} is None and {{ server }} is empty in an {% if %}.
+    bare = make_site("bare", "bare.example.com")
+    assert render("{{ site.type }}|{% if server %}x{% endif %}", context_for(bare, test)) == "None|"
+
+
+# -- payloads injected through the template from site variables ------------------
+
+# (variables, body, reason): the rendered text is validated, so a variable can
+# add lines and arguments but never get past safe mode.
+INJECTED = [
+    ({"path": '/\nrun "import os"'}, "go {{ site.url }}{{ path }}", "executes Python code"),
+    ({"path": "/\rrun 'x'"}, "go {{ site.url }}{{ path }}", "executes Python code"),
+    ({"path": "/\u2028extend_with os"}, "go {{ site.url }}{{ path }}", "imports a Python module"),
+    ({"path": "/\x85runfile /etc/passwd"}, "go {{ site.url }}{{ path }}", "runs script files from disk"),
+    ({"q": 'a"\nrun "x'}, 'find "{{ q }}"', "executes Python code"),
+    ({"q": "`id`"}, "echo {{ q }}", "backticks are not allowed"),
+    ({"q": "{% load x %}`id`"}, "echo {{ q }}", "backticks are not allowed"),
+    ({"q": "${__import__('os').getcwd()}"}, 'find "{{ q }}"', "only plain ${name} references"),
+    ({"q": "__import__('os').system('id')"}, "echo {{ q }}", "only plain variable names may start with '__'"),
+    ({"q": "$x.__class__"}, "echo {{ q }}", "only plain variable references"),
+    ({"url": "file:///etc/passwd"}, "go {{ url }}", "only http(s) URLs are allowed, not file"),
+    ({"url": "javascript:alert(1)"}, 'go "{{ url }}"', "only http(s) URLs are allowed, not javascript"),
+    ({"name": "go"}, "set_global {{ name }} http://evil/", "not a usable variable name"),
+    ({"cmd": "run"}, '{{ cmd }} "import os"', "executes Python code"),
+    ({"cmd": "save_html"}, "{{ cmd }} /tmp/x", "writes files"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("variables", "body", "reason"), INJECTED, ids=[body for _, body, _ in INJECTED])
+def test_payloads_in_site_variables_never_get_past_safe_mode(variables, body, reason):
+    site = make_site(variables=variables)
+    with pytest.raises(ScriptError) as raised:
+        compile_script(make_test(body=body), site)
+    assert reason in raised.value.reason
+
+
+@pytest.mark.django_db
+def test_template_text_in_a_variable_is_printed_not_run():
+    site = make_site(variables={"q": "{% debug %}{{ site.pk }}{% load static %}"})
+    script = compile_script(make_test(body="echo {{ q }}"), site)
+    assert script.source == "echo {% debug %}{{ site.pk }}{% load static %}"
+
+
+@pytest.mark.django_db
+def test_a_script_error_that_quotes_a_secret_is_masked():
+    secret = "it's-a-secret\\x"
+    site = make_site(variables={"password": secret})
+    with pytest.raises(ScriptError) as raised:
+        compile_script(make_test(body="go {{ site.url }}\necho {{ password }}"), site)
+    assert "unterminated quote" in str(raised.value)
+    assert "secret" not in str(raised.value)
+    assert MASK in str(raised.value)
+
+
+def test_the_attack_corpus_has_at_least_forty_lines():
+    assert len(ATTACKS) + len(INJECTED) >= 40
+
+
+# -- twill versions ---------------------------------------------------------------
+
+
+def test_the_installed_twill_is_a_verified_release():
+    import twill
+
+    from kong.engine.grammar import VERIFIED_TWILL
+
+    assert twill.__version__ in VERIFIED_TWILL
+
+
+def test_setup_py_allows_only_the_twill_line_safe_mode_was_verified_against():
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from kong.engine.grammar import VERIFIED_TWILL
+
+    setup = (Path(__file__).resolve().parent.parent / "setup.py").read_text()
+    spec = Requirement(re.search(r'"(twill[^"]*)"', setup).group(1)).specifier
+    assert all(version in spec for version in VERIFIED_TWILL)
+    # The same minor line: a new minor release must be read before it is allowed.
+    assert "3.4" not in spec
+    assert "3.2.5" not in spec
+
+
+# -- at run time: nothing but plain names is ever evaluated ------------------------
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMMAND_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(\*__args__\)")
+_INSTALLATION = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix})
+_WATCH = {"active": False, "violations": []}
+# Audit events that mean a process, a file, a socket or native code: none may
+# happen while a safe script runs (the WSGI app answers in-process).
+_FORBIDDEN = ("os.", "subprocess.", "shutil.", "socket.", "pickle.", "marshal.", "ctypes.", "pty.", "webbrowser.")
+_IMPORT_MACHINERY = ("os.listdir", "os.scandir", "os.stat")
+
+
+def _installed(path: object) -> bool:
+    return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).startswith(_INSTALLATION)
+
+
+def _audit(event: str, args: tuple) -> None:
+    """Records what a running script must never do. Audit hooks see every
+    eval, exec, compile and open in the process, C code's included."""
+    if not _WATCH["active"]:
+        return
+    violations = _WATCH["violations"]
+    if event == "compile":
+        source, filename = args
+        text = source.decode() if isinstance(source, bytes) else source
+        if isinstance(text, str) and (_PLAIN_NAME.fullmatch(text) or _command_call(text)):
+            return  # twill's process_args (a name) and execute_command ("go(*__args__)")
+        if _installed(filename):
+            return  # a module imported for the first time
+        violations.append(f"compile {text!r} from {filename!r}")
+    elif event == "exec":
+        code = args[0]
+        if isinstance(code, types.CodeType) and (_installed(code.co_filename) or _trivial(code)):
+            return
+        violations.append(f"exec {code!r}")
+    elif event == "open":
+        path, mode = args[0], args[1]
+        if _installed(path) and (mode is None or "r" in str(mode)) and "+" not in str(mode or ""):
+            return  # reading a module to import it (encodings.idna for a unicode host, say)
+        violations.append(f"open {path!r} {mode!r}")
+    elif event.startswith(_FORBIDDEN) and not (event in _IMPORT_MACHINERY and _installed(args[0])):
+        violations.append(f"{event} {args!r}"[:200])
+
+
+def _command_call(text: str) -> bool:
+    match = _COMMAND_CALL.fullmatch(text)
+    return bool(match and match.group(1) in grammar.COMMANDS)
+
+
+def _trivial(code: types.CodeType) -> bool:
+    """A code object compiled from a plain name or ``command(*__args__)``."""
+    return (
+        code.co_filename.startswith("<")
+        and len(code.co_names) <= 2
+        and all(_PLAIN_NAME.fullmatch(name) for name in code.co_names)
+        and not any(isinstance(const, types.CodeType) for const in code.co_consts)
+    )
+
+
+sys.addaudithook(_audit)
+
+EVIL_TITLE = "${__import__('os').system('touch /tmp/kong-pwned')}"
+EVIL_PAGE = (
+    f"<html><head><title>{EVIL_TITLE}</title></head><body><p>Kong</p>"
+    "<p id='a'>__import__('os').getcwd()</p><p id='b'>`id`</p><p id='c'>$x.__class__</p>"
+    "<form method='post' action='/'><input name='q' value=\"${open('/etc/passwd').read()}\">"
+    "<input type='submit'></form><a href='/next'>next</a></body></html>"
+).encode()
+
+
+def evil_page(environ, start_response):
+    """Every page's text is Python that twill would run if it evaluated it."""
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+    return [EVIL_PAGE]
+
+
+def _run(script: Script):
+    from kong.engine import runner
+
+    job = runner.Job(key=1, label="property", script=script, timeout=20, request_timeout=5)
+    _WATCH["violations"] = []
+    _WATCH["active"] = True
+    try:
+        outcome = runner.execute(job, app=evil_page)
+    finally:
+        _WATCH["active"] = False
+    return outcome, list(_WATCH["violations"])
+
+
+def _warm_up() -> None:
+    """Run every safe command once unwatched, so first-time imports are done."""
+    lines = [f"{command} x" if command != "exit" else "echo x" for command in sorted(SAFE_COMMANDS - {"sleep"})]
+    for line in ["go http://kong.test/", *lines, "show_forms", "submit", "follow next", "go http://k\u00e9ng.test/"]:
+        try:
+            _run(validate(f"go http://kong.test/\n{line}", safe=True))
+        except ScriptError:
+            pass
+
+
+def test_variables_set_from_page_text_are_never_evaluated():
+    _warm_up()
+    script = validate(
+        "\n".join(
+            [
+                "go http://kong.test/",
+                'title "(.*)"',  # __match__ = the page's title: ${__import__('os')...}
+                "set_global t __match__",
+                "echo $t",
+                "echo ${t}",
+                "echo __t",
+                "echo __match__",
+                'set_local u "${t}-${t}"',
+                "echo ${u}",
+                'find "<p id=.a.>([^<]*)</p>"',
+                "set_global a __match__",
+                "echo $a __a ${a}",
+                'find "<p id=.c.>([^<]*)</p>"',
+                "echo __match__ ${__match__}",
+                "show_forms",
+                "fv 1 q ${t}",
+                "submit",
+                "go ${t}",
+            ]
+        ),
+        safe=True,
+    )
+    outcome, violations = _run(script)
+    assert violations == []
+    assert outcome.status == "passed", outcome.reason
+    assert EVIL_TITLE in outcome.log  # printed as text
+    assert not os.path.exists("/tmp/kong-pwned")
+
+
+# Words a generated line is made of: mostly safe ones, and every trick the attack list uses.
+_SAFE_TOKENS = [
+    "x", "y", "$x", "${x}", "__x", "$t", "${t}", "__t", "__match__", "$__match__", "${__match__}", "${x}${y}",
+    "a${x}b", "http://kong.test/", "http://kong.test/next", "/next", "next", "200", "404", "1", "q", "Kong",
+    "(.*)", "i", "__import__", "__builtins__", "$__builtins__",
+]  # fmt: skip
+_TRICK_TOKENS = [
+    "${ x }", "$", "__", "${__import__('os')}", "`id`", "__import__('os')", "$x.y", "$x()", "${x.y}",
+    "open('/etc/passwd')", "file:///etc/passwd", "javascript:x", "#", "'", '"', "\\n", "exec", "eval", "run",
+    "`", "${", "}", "$(", "(", ")", "import", "os", "\\", ";", "${t}${__import__('os')}",
+]  # fmt: skip
+_COMMANDS = [*sorted(SAFE_COMMANDS - {"sleep"}), "run", "extend_with", "save_html", "runfile", "config"]
+
+
+def _arity(command: str) -> tuple[int, int]:
+    """How many arguments twill's function for ``command`` takes (at most 3)."""
+    import inspect
+
+    from twill import commands
+
+    parameters = inspect.signature(getattr(commands, command)).parameters.values()
+    required = sum(1 for p in parameters if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD)
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    return required, 3 if variadic else min(len(parameters), 3)
+
+
+def _arg() -> st.SearchStrategy[str]:
+    token = st.one_of(st.sampled_from(_SAFE_TOKENS), st.sampled_from(_SAFE_TOKENS), st.sampled_from(_TRICK_TOKENS))
+    text = st.text(alphabet="abx$_{}()'\"`.#/:\\ ", max_size=8)
+    word = st.one_of(token, token, token, st.builds(str.__add__, token, token), text)
+    return st.one_of(word, word, word.map(lambda value: f'"{value}"'), word.map(lambda value: f"'{value}'"))
+
+
+@st.composite
+def _line(draw: st.DrawFn) -> str:
+    command = draw(st.sampled_from(_COMMANDS))
+    low, high = _arity(command)
+    args = draw(st.lists(_arg(), min_size=low, max_size=max(low, high)))
+    return " ".join([command, *args])
+
+
+_LINE = _line()
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lines=st.lists(_LINE, min_size=1, max_size=2))
+def test_any_line_safe_mode_accepts_evaluates_only_plain_names_and_touches_no_file(lines):
+    prelude = ["go http://kong.test/", "set_global x hello", "set_global y world", 'title "(.*)"', "set_global t __match__"]
+    try:
+        script = validate("\n".join([*prelude, *lines]), safe=True)
+    except ScriptError:
+        return  # refused: nothing runs
+    if not _WATCH.get("warm"):
+        _warm_up()
+        _WATCH["warm"] = True
+    outcome, violations = _run(script)
+    _WATCH["ran"] = _WATCH.get("ran", 0) + 1
+    assert violations == [], (lines, outcome.reason)
+    assert not os.path.exists("/tmp/kong-pwned")
+
+
+def test_the_watch_catches_what_unsafe_twill_does():
+    """The instrument above is not blind: full twill (safe mode off) trips it."""
+    script = validate(
+        'go http://kong.test/\nrun "import os; os.getcwd()"\necho ${len(__url__)}\nsave_html /dev/null',
+        safe=False,
+    )
+    outcome, violations = _run(script)
+    assert outcome.status == "passed", outcome.reason
+    assert any("import os" in violation for violation in violations)
+    assert any("len(" in violation for violation in violations)
+    assert any(violation.startswith("open '/dev/null'") for violation in violations)
+
+
+def test_the_property_ran_many_accepted_scripts():
+    """Runs after the property (file order): most examples must not be refusals."""
+    if "ran" not in _WATCH:
+        pytest.skip("the property test did not run in this session")
+    assert _WATCH["ran"] >= 50
