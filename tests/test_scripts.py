@@ -612,8 +612,6 @@ def _trivial(code: types.CodeType) -> bool:
     )
 
 
-sys.addaudithook(_audit)
-
 EVIL_TITLE = "${__import__('os').system('touch /tmp/kong-pwned')}"
 EVIL_PAGE = (
     f"<html><head><title>{EVIL_TITLE}</title></head><body><p>Kong</p>"
@@ -633,6 +631,9 @@ def _run(script: Script):
     from kong.engine import runner
 
     job = runner.Job(key=1, label="property", script=script, timeout=20, request_timeout=5)
+    if not _WATCH.get("hooked"):  # once per process: audit hooks cannot be removed
+        sys.addaudithook(_audit)
+        _WATCH["hooked"] = True
     _WATCH["violations"] = []
     _WATCH["active"] = True
     try:
