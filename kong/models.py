@@ -520,7 +520,7 @@ class Delivery(models.Model):
     the scheduler) whose storms may fold it.
     """
 
-    # DESIGN's ``check``: a field cannot be named so (it would hide
+    # The contract's ``check``: a field cannot be named so (it would hide
     # Model.check(), Django's system checks: models.E020), so the column is.
     site_check = models.ForeignKey(Check, on_delete=models.CASCADE, related_name="deliveries", db_column="check_id")
     result = models.ForeignKey(
