@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "Django>=5.2,<7",
-        "twill>=3.3,<3.4",
+        "twill>=3.3,<=3.3.1",  # the versions the engine was verified against (kong.engine.grammar)
         "croniter>=2.0",
     ],
     classifiers=[
