@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from kong.forms import SiteAdminForm, TestAdminForm, masked_variables_text
-from kong.models import Check, Delivery, Server, Site, Test, TestResult, Type
+from kong.models import Check, Delivery, Location, Server, Site, Test, TestResult, Type
 from kong.status import is_failing
 
 MUTE_FOR = timedelta(hours=1)
@@ -61,6 +61,23 @@ class ServerAdmin(admin.ModelAdmin):
         return int(server.site_total)
 
 
+@admin.register(Location)
+class LocationAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "queue_name", "is_active", "site_count")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug", "queue_name")
+    prepopulated_fields = {"slug": ("name",)}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Location]:
+        return super().get_queryset(request).annotate(
+            site_total=count_of(Site.locations.through.objects.all(), "location")
+        )
+
+    @admin.display(description="sites", ordering="site_total")
+    def site_count(self, location: Any) -> int:
+        return int(location.site_total)
+
+
 class SiteInline(admin.TabularInline):
     model = Site
     fields = ("name", "slug", "servername", "is_live")
@@ -88,15 +105,15 @@ class TypeAdmin(admin.ModelAdmin):
 class SiteAdmin(admin.ModelAdmin):
     form = SiteAdminForm
     list_display = ("name", "type", "site_link", "server_list", "is_live", "failing", "variables_masked")
-    list_filter = ("type", "servers", "is_live")
+    list_filter = ("type", "servers", "locations", "is_live")
     list_select_related = ("type",)
     # Not `variables`: searching by value would let anyone probe for a secret.
     search_fields = ("name", "slug", "servername", "type__name", "settings_module")
     prepopulated_fields = {"slug": ("name",)}
-    filter_horizontal = ("servers",)
+    filter_horizontal = ("servers", "locations")
     actions = ["make_live", "make_not_live"]
     fieldsets = (
-        (None, {"fields": ("name", "slug", "type", "servername", "servers", "is_live")}),
+        (None, {"fields": ("name", "slug", "type", "servername", "servers", "locations", "is_live")}),
         ("Script variables", {"fields": ("variables",)}),
         ("Deployment", {"fields": ("settings_module", "python_path"), "classes": ("collapse",)}),
     )
@@ -230,11 +247,11 @@ class TestResultAdmin(admin.ModelAdmin):
     list_select_related = ("test", "site", "server")
     search_fields = ("site__name", "site__slug", "test__name", "test__slug", "reason")
     date_hierarchy = "run_date"
-    raw_id_fields = ("test", "site", "server")
+    raw_id_fields = ("test", "site", "server", "location")
     # COUNT(*) over millions of results on every page is not worth it.
     show_full_result_count = False
     fields = (
-        "test", "site", "server", "run_date", "status", "succeeded", "duration",
+        "test", "site", "server", "location", "worker", "run_date", "status", "succeeded", "duration",
         "failed_line", "reason", "script", "content",
     )  # fmt: skip
     inlines = [DeliveryInline]
@@ -291,12 +308,12 @@ class CheckAdmin(admin.ModelAdmin):
     list_display = (
         "site", "test", "server", "status", "since", "failures_in_a_row", "next_due", "muted", "last_reason",
     )  # fmt: skip
-    list_filter = ("status", MutedFilter, "test", "site__type")
-    list_select_related = ("test", "site", "server", "last_result")
+    list_filter = ("status", MutedFilter, "test", "site__type", "location")
+    list_select_related = ("test", "site", "server", "location", "last_result")
     search_fields = ("site__name", "site__slug", "test__name", "test__slug", "server__slug")
     actions = ["mute_for_an_hour", "unmute"]
     fields = (
-        "test", "site", "server", "status", "status_since", "consecutive_failures", "last_result",
+        "test", "site", "server", "location", "status", "status_since", "consecutive_failures", "last_result",
         "last_run_at", "next_due_at", "claimed_until", "muted_until", "alerted_at",
     )  # fmt: skip
     readonly_fields = tuple(name for name in fields if name != "muted_until")

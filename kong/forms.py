@@ -172,7 +172,7 @@ class SiteAdminForm(forms.ModelForm):
     class Meta:
         model = Site
         fields = (
-            "name", "slug", "type", "servername", "servers", "is_live",
+            "name", "slug", "type", "servername", "servers", "locations", "is_live",
             "variables", "settings_module", "python_path",
         )  # fmt: skip
         widgets = {"variables": forms.Textarea(attrs={"rows": 6, "cols": 60, "style": "font-family: monospace"})}

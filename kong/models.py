@@ -66,6 +66,33 @@ class Type(Named):
     objects = SlugManager["Type"]()
 
 
+class Location(Named):
+    """Where checks run from: a site with locations is checked once from
+    each of them, by the task workers that serve ``queue_name``. A site
+    with none is checked from the default location (the local pool, or the
+    queue ``KONG_DEFAULT_QUEUE``)."""
+
+    queue_name = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The task queue its checks go to; its workers run db_worker --queue-name with it. "
+        "Empty: kong-<slug>.",
+    )
+    is_active = models.BooleanField(default=True, help_text="Inactive locations check nothing.")
+
+    objects = SlugManager["Location"]()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.queue_name:
+            self.queue_name = default_queue_name(self.slug)
+        super().save(*args, **kwargs)
+
+
+def default_queue_name(slug: str) -> str:
+    """The queue of a location that names none: ``kong-<slug>``."""
+    return f"kong-{slug}"
+
+
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?")
 
 
@@ -104,6 +131,12 @@ class Site(Named):
         max_length=255, help_text="Host name (www.example.com) or full URL."
     )
     servers = models.ManyToManyField(Server, blank=True, related_name="sites")
+    locations = models.ManyToManyField(
+        Location,
+        blank=True,
+        related_name="sites",
+        help_text="Checked once from each; none: from the default location.",
+    )
     settings_module = models.CharField(max_length=255, blank=True)
     python_path = models.CharField(max_length=255, blank=True)
     is_live = models.BooleanField(default=True, help_text="Only live sites are checked.")
@@ -274,6 +307,12 @@ class TestResult(models.Model):
     content = models.TextField(blank=True, help_text="Captured twill log plus the reason.")
     script = models.TextField(blank=True, help_text="The rendered script, secrets masked.")
     failed_line = models.PositiveIntegerField(null=True, blank=True)
+    location = models.ForeignKey(
+        Location, null=True, blank=True, on_delete=models.SET_NULL, related_name="results"
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="Where it ran: the task worker's id, or host:pid."
+    )
 
     objects = TestResultQuerySet.as_manager()
 
@@ -386,7 +425,7 @@ class CheckQuerySet(models.QuerySet["Check"]):
 
 
 class Check(models.Model):
-    """The state of one (test, site[, server]) pair.
+    """The state of one (test, site[, server][, location]) check.
 
     Keeps scheduling, the dashboard and alert decisions O(pairs), not
     O(history).
@@ -396,6 +435,10 @@ class Check(models.Model):
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="checks")
     server = models.ForeignKey(
         Server, null=True, blank=True, on_delete=models.CASCADE, related_name="checks"
+    )
+    # None: the default location (the local pool, or KONG_DEFAULT_QUEUE).
+    location = models.ForeignKey(
+        Location, null=True, blank=True, on_delete=models.CASCADE, related_name="checks"
     )
     status = models.CharField(
         max_length=10, choices=CheckStatus.choices, default=CheckStatus.PENDING
@@ -424,29 +467,45 @@ class Check(models.Model):
     class Meta:
         ordering = ["site__name", "test__name"]
         permissions = [("run_check", "Can run a check now from the dashboard")]
+        # The key is (test, site, server, location); server and location may
+        # be null, and NULLs are distinct in a plain unique constraint, so
+        # one conditional constraint per combination (works on every database).
         constraints = [
             models.UniqueConstraint(
                 fields=["test", "site"],
-                condition=Q(server__isnull=True),
+                condition=Q(server__isnull=True, location__isnull=True),
                 name="kong_check_unique_pair",
             ),
             models.UniqueConstraint(
                 fields=["test", "site", "server"],
-                condition=Q(server__isnull=False),
+                condition=Q(server__isnull=False, location__isnull=True),
                 name="kong_check_unique_server",
+            ),
+            models.UniqueConstraint(
+                fields=["test", "site", "location"],
+                condition=Q(server__isnull=True, location__isnull=False),
+                name="kong_check_unique_location",
+            ),
+            models.UniqueConstraint(
+                fields=["test", "site", "server", "location"],
+                condition=Q(server__isnull=False, location__isnull=False),
+                name="kong_check_unique_server_location",
             ),
         ]
 
     def __str__(self) -> str:
         via = f" via {self.server}" if self.server_id else ""
-        return f"{self.test} on {self.site}{via}"
+        where = f" from {self.location}" if self.location_id else ""
+        return f"{self.test} on {self.site}{via}{where}"
 
     @property
     def label(self) -> str:
-        """``site/test`` (``site/test@server``), as printed by check_sites."""
+        """``site/test`` (``site/test@server``, ``site/test [location]``), as printed by check_sites."""
         label = f"{self.site.slug}/{self.test.slug}"
         if self.server_id:
             label += f"@{self.server.slug}"  # type: ignore[union-attr]
+        if self.location_id:
+            label += f" [{self.location.slug}]"  # type: ignore[union-attr]
         return label
 
     @property

@@ -218,7 +218,9 @@ def test_json_output_has_exactly_the_documented_shape(fleet):
             "duration_ms",
             "failed_line",
             "reason",
+            "location",
         ]
+        assert item["location"] is None
         assert isinstance(item["test"], str)
         assert isinstance(item["site"], str)
         assert item["server"] is None
@@ -236,6 +238,7 @@ def test_json_output_has_exactly_the_documented_shape(fleet):
             "duration_ms": failing[0]["duration_ms"],
             "failed_line": 2,
             "reason": "code 404 != 200 at line 2",
+            "location": None,
         }
     ]
     assert all(item["failed_line"] is None and item["reason"] == "" for item in data["results"] if item["succeeded"])

@@ -270,6 +270,7 @@ def test_run_check_runs_one_check_and_returns_plain_data(web):
         "failed_line": None,
         "reason": "",
         "result_id": TestResult.objects.get().pk,
+        "location": None,
     }
 
 

@@ -5,6 +5,8 @@ after the commit (``kong.notifiers.outbox``)."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,16 +30,33 @@ Hold = Callable[[outbox.Alerted, datetime], datetime | None]
 
 
 def record(
-    check: Check, outcome: Outcome, *, source: str = "", token: str = "", group: str = "", hold: Hold | None = None
+    check: Check,
+    outcome: Outcome,
+    *,
+    source: str = "",
+    token: str = "",
+    group: str = "",
+    hold: Hold | None = None,
+    worker: str = "",
 ) -> TestResult | None:
     """Store one TestResult and fold it into the Check row, in one
     transaction; see ``record_many``. Returns the result, or None when the
     run no longer holds ``token``'s claim on the check."""
-    return record_many([(check, outcome, source)], token=token, group=group, hold=hold)[0]
+    return record_many([(check, outcome, source)], token=token, group=group, hold=hold, worker=worker)[0]
+
+
+def local_worker() -> str:
+    """Where a local run runs: ``host:pid`` (``TestResult.worker``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def record_many(
-    items: Sequence[tuple[Check, Outcome, str]], *, token: str = "", group: str = "", hold: Hold | None = None
+    items: Sequence[tuple[Check, Outcome, str]],
+    *,
+    token: str = "",
+    group: str = "",
+    hold: Hold | None = None,
+    worker: str = "",
 ) -> list[TestResult | None]:
     """Store a TestResult per ``(check, outcome, masked source)`` and fold
     each into its Check row, all in one transaction: every result and its
@@ -58,7 +77,8 @@ def record_many(
     one pending Delivery per enabled notifier (``outbox.queue_alerts``),
     tagged with ``group`` (the run, whose storms may fold into summaries)
     and held until ``hold(alert, now)`` when that says so; nothing is sent
-    here. Returns the
+    here. ``worker`` says where the checks ran (a task worker's id; '' for
+    this process, ``host:pid``). Returns the
     results in ``items`` order, None where nothing was recorded.
     """
     now = timezone.now()
@@ -77,7 +97,8 @@ def record_many(
         ]
         if len(kept) < len(items):
             logger.warning("kong: %d result(s) not recorded: their claim was taken over", len(items) - len(kept))
-        results = [_new_result(check, outcome, source, now) for check, outcome, source in kept]
+        where = (worker or local_worker())[:200]
+        results = [_new_result(check, outcome, source, now, where) for check, outcome, source in kept]
         TestResult.objects.bulk_create(results)
         changed: list[Check] = []
         alerts: list[outbox.Alerted] = []
@@ -136,7 +157,7 @@ def _save_states(states: Sequence[Check]) -> None:
         cursor.executemany(sql, rows)
 
 
-def _new_result(check: Check, outcome: Outcome, source: str, now: datetime) -> TestResult:
+def _new_result(check: Check, outcome: Outcome, source: str, now: datetime, worker: str) -> TestResult:
     secrets = check.site.secret_values()
     reason = mask(outcome.reason, secrets)
     content = mask(outcome.log, secrets)
@@ -146,6 +167,8 @@ def _new_result(check: Check, outcome: Outcome, source: str, now: datetime) -> T
         test_id=check.test_id,
         site_id=check.site_id,
         server_id=check.server_id,
+        location_id=check.location_id,
+        worker=worker,
         run_date=now - timedelta(milliseconds=outcome.duration_ms),
         duration=outcome.duration_ms,
         succeeded=outcome.succeeded,

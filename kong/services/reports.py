@@ -22,6 +22,7 @@ class CheckReport:
     failed_line: int | None
     reason: str
     result_id: int | None = None
+    location: str | None = None  # the location's slug; None: the default location
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -67,4 +68,5 @@ def report_for(check: Check, result: TestResult) -> CheckReport:
         failed_line=result.failed_line,
         reason=result.reason,
         result_id=result.pk,
+        location=check.location.slug if check.location else None,
     )

@@ -42,6 +42,7 @@ def run_checks(
     timeout: float | None = None,
     token: str = "",
     on_result: Callable[[CheckReport, int, int], None] | None = None,
+    worker: str = "",
 ) -> RunReport:
     """Run ``checks`` (in a pool of ``workers`` processes; 0 runs inline) and
     record every result. An invalid script is recorded as an ``error``
@@ -53,6 +54,9 @@ def run_checks(
     the run renews its leases on a timer while it lasts, records only the
     checks it still holds, and on any exit releases the claims of checks it
     did not record, so they are due again at once.
+
+    ``worker`` names where the run happens in ``TestResult.worker`` (a task
+    worker's id); '' is this process, ``host:pid``.
 
     Alerts: pending deliveries (left by an earlier run, or failures whose
     mute has ended) start going out at once, and this run's own as its
@@ -82,7 +86,7 @@ def run_checks(
         nonlocal callback_error
         batch = pending[:]  # taken first: a batch is never recorded twice
         pending.clear()
-        results = _record_retrying(batch, token, storms)
+        results = _record_retrying(batch, token, storms, worker)
         for (check, _, _), result in zip(batch, results, strict=True):
             recorded.add(check.pk)
             storms.recorded(check)
@@ -224,13 +228,13 @@ LOCKED_PAUSE = 0.2
 
 
 def _record_retrying(
-    batch: list[tuple[Check, Outcome, str]], token: str, storms: Storms | None = None
+    batch: list[tuple[Check, Outcome, str]], token: str, storms: Storms | None = None, worker: str = ""
 ) -> list[TestResult | None]:
     for attempt in range(LOCKED_RETRIES):
         try:
             if storms is None:
-                return record_many(batch, token=token)
-            return record_many(batch, token=token, group=storms.group, hold=storms.hold)
+                return record_many(batch, token=token, worker=worker)
+            return record_many(batch, token=token, group=storms.group, hold=storms.hold, worker=worker)
         except OperationalError as error:
             if "locked" not in str(error) or attempt == LOCKED_RETRIES - 1:
                 raise
@@ -242,7 +246,7 @@ def run_check(check_id: int, *, token: str = "") -> dict[str, Any] | None:
     """Run one check in an isolated worker process and record it; returns
     the CheckReport as a dict, or None when ``token`` no longer holds its
     claim. The unit of work for Django Tasks."""
-    check = Check.objects.select_related("test", "site", "site__type", "server").get(pk=check_id)
+    check = Check.objects.select_related("test", "site", "site__type", "server", "location").get(pk=check_id)
     report = run_checks([check], workers=1, token=token)
     return asdict(report.results[0]) if report.results else None
 

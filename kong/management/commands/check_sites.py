@@ -22,6 +22,7 @@ class Command(NagiosCommand):
         parser.add_argument("-s", "--site", action="append", default=[], help="site slug (repeatable)")
         parser.add_argument("-T", "--type", action="append", default=[], help="type slug (repeatable)")
         parser.add_argument("--server", action="append", default=[], help="server slug (repeatable)")
+        parser.add_argument("--location", action="append", default=[], help="location slug (repeatable)")
         parser.add_argument("-l", "--list", action="store_true", help="list the checks, run nothing")
         parser.add_argument("--due", action="store_true", help="run only checks due by their schedule")
         parser.add_argument("--workers", type=int, help=f"worker processes (default {kong_settings.WORKERS}; 0 inline)")
@@ -50,7 +51,7 @@ class Command(NagiosCommand):
 
     def check_sites(self, options: dict[str, Any]) -> int:
         """Run (or list, or dry-run) the selection; returns the exit code."""
-        selectors = {key: options[key[:-1]] for key in ("tests", "sites", "types", "servers")}
+        selectors = {key: options[key[:-1]] for key in ("tests", "sites", "types", "servers", "locations")}
         if options["list"] or options["dry_run"]:  # read only: nothing is written
             planned = services.preview_checks(**selectors, due=options["due"])
             if options["list"]:
