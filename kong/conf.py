@@ -67,6 +67,15 @@ DEFAULTS: dict[str, Any] = {
     # from the parent at fork (RLIMIT_AS), so nothing a page does can exhaust
     # the host; 0 or None: no limit.
     "WORKER_MEMORY_LIMIT": 1024 * 1024 * 1024,
+    # "pool": `check_sites --due` and kong_scheduler run checks in the local
+    # worker pool; "tasks": they claim due checks and enqueue them as Django
+    # Tasks (django.tasks, or the django-tasks backport), run by the engine's
+    # own workers (django-tasks-db's `manage.py db_worker`).
+    "EXECUTOR": "pool",
+    # Checks per enqueued task.
+    "TASK_BATCH": 20,
+    # The task queue of the checks of sites with no location.
+    "DEFAULT_QUEUE": "kong",
 }
 
 
@@ -104,6 +113,9 @@ class KongSettings:
     DASHBOARD_REFRESH: int
     MAX_PAGE_BYTES: int
     WORKER_MEMORY_LIMIT: int | None
+    EXECUTOR: str
+    TASK_BATCH: int
+    DEFAULT_QUEUE: str
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import date, datetime
+from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
@@ -38,7 +39,13 @@ class Scheduler:
     # The group of every delivery a scheduler writes: storms fold across ticks.
     GROUP = "scheduler"
 
-    def __init__(self, workers: int, *, prune: bool = True) -> None:
+    def __init__(self, workers: int, *, prune: bool = True, task: Any = None) -> None:
+        """``task``: Kong's Django Task (``kong.tasks.run_checks_task``) when
+        ``KONG_EXECUTOR = "tasks"``: each tick then claims every due check and
+        enqueues it for the engine's workers, and the local pool stays idle.
+        Without it, each tick runs the default location's due checks here."""
+        self.task = task
+        self.enqueued = services.EnqueueReport()
         self.pool = pool.WorkerPool(max(1, workers), **services.pool_options())
         # pk -> (check, masked script, the token of the tick that claimed it)
         self.in_flight: dict[int, tuple[Check, str, str]] = {}
@@ -65,11 +72,16 @@ class Scheduler:
         if self.in_flight:
             services.renew_claims(self.tokens, now)
         self.send_alerts(now)
+        if self.task is not None:
+            services.sync_checks()
+            self.enqueued = services.enqueue_checks(Check.objects.all(), self.task, due=True, now=now)
+            return reports
         idle = self.pool.size - self.pool.in_flight
         if idle <= 0:
             return reports
         services.sync_checks()  # tests and sites added or retired since the last tick
-        everything = Check.objects.select_related("test", "site", "site__type", "server")
+        # Other locations' checks are left for their task queues.
+        everything = services.here(Check.objects.select_related("test", "site", "site__type", "server", "location"))
         token = services.new_token()
         for check in services.claim_due(everything, now=now, limit=idle, token=token):
             if check.pk in self.in_flight:  # never twice, whatever the database says

@@ -95,3 +95,28 @@ SERVER_EMAIL = "kong@example.com"
 KONG_BASE_URL = "http://kong.example.com"
 KONG_WORKERS = 2
 LOGIN_URL = "/admin/login/"
+
+# Claims: tests of dead workers shorten the lease so they need not wait 5 minutes.
+KONG_CLAIM_LEASE = float(os.environ.get("KONG_TEST_CLAIM_LEASE", 300))
+
+# Scale-out: KONG_TEST_TASKS=db runs Kong's tasks through django-tasks-db
+# (db_worker processes on the test database), =rq through django-tasks-rq and
+# the redis-server .ci/services starts on 127.0.0.1:KONG_TEST_REDIS_PORT.
+# Without it, the framework's default (the Immediate backend) applies.
+# Every queue Kong uses is listed, "default" included (the engine validates
+# a task's queue against QUEUES).
+KONG_TEST_QUEUES = ["default", "kong", "kong-eu", "kong-us"]
+_TASKS_ENGINE = os.environ.get("KONG_TEST_TASKS", "")
+if _TASKS_ENGINE:
+    import django
+
+    if django.VERSION < (6, 0):
+        INSTALLED_APPS.append("django_tasks")
+if _TASKS_ENGINE == "db":
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": KONG_TEST_QUEUES}}
+elif _TASKS_ENGINE == "rq":
+    INSTALLED_APPS += ["django_rq", "django_tasks_rq"]
+    _REDIS = f"redis://127.0.0.1:{os.environ.get('KONG_TEST_REDIS_PORT', '6390')}/{os.environ.get('KONG_TEST_REDIS_DB', '0')}"
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": KONG_TEST_QUEUES}}
+    RQ_QUEUES = {name: {"URL": _REDIS, "DEFAULT_TIMEOUT": 600} for name in KONG_TEST_QUEUES}

@@ -8,6 +8,7 @@ talk to twill or send mail themselves. One module per job:
 - ``recording``: results and state written in one transaction;
 - ``running``: pools of workers, results in batches, leases renewed;
 - ``claims``: the names for the claim queries on ``CheckQuerySet``;
+- ``dispatch``: checks claimed and enqueued as Django Tasks, and the task's body;
 - ``reports``: what a run reports to commands and APIs.
 """
 
@@ -15,6 +16,15 @@ from __future__ import annotations
 
 from kong.engine.scripts import ScriptError
 from kong.services.claims import claim_checks, claim_due, new_token, release_claims, renew_claims
+from kong.services.dispatch import (
+    EnqueueReport,
+    enqueue_checks,
+    fail_stale_tasks,
+    here,
+    queue_for,
+    run_claimed,
+    stale_tasks,
+)
 from kong.services.jobs import Prepared, build_job, dry_run, invalid_outcome, masked_source, prepare
 from kong.services.planning import (
     KongError,
@@ -31,6 +41,7 @@ from kong.services.running import LeaseKeeper, pool_options, run_check, run_chec
 
 __all__ = [
     "CheckReport",
+    "EnqueueReport",
     "KongError",
     "LeaseKeeper",
     "Prepared",
@@ -41,7 +52,10 @@ __all__ = [
     "claim_checks",
     "claim_due",
     "dry_run",
+    "enqueue_checks",
     "explain_database_error",
+    "fail_stale_tasks",
+    "here",
     "invalid_outcome",
     "masked_source",
     "new_token",
@@ -49,6 +63,7 @@ __all__ = [
     "pool_options",
     "prepare",
     "preview_checks",
+    "queue_for",
     "record",
     "record_many",
     "release_claims",
@@ -56,6 +71,8 @@ __all__ = [
     "report_for",
     "run_check",
     "run_checks",
+    "run_claimed",
     "select_checks",
+    "stale_tasks",
     "sync_checks",
 ]

@@ -25,6 +25,7 @@ class Command(NagiosCommand):
         parser.add_argument("--location", action="append", default=[], help="location slug (repeatable)")
         parser.add_argument("-l", "--list", action="store_true", help="list the checks, run nothing")
         parser.add_argument("--due", action="store_true", help="run only checks due by their schedule")
+        parser.add_argument("--enqueue", action="store_true", help="claim and enqueue as Django Tasks; run nothing")
         parser.add_argument("--workers", type=int, help=f"worker processes (default {kong_settings.WORKERS}; 0 inline)")
         parser.add_argument("--timeout", type=float, help="wall-clock seconds per check")
         parser.add_argument("--format", choices=["text", "json", "nagios"], default="text")
@@ -63,10 +64,12 @@ class Command(NagiosCommand):
                 self.stdout.write(formats.dry_run_line(check, problem))
             return 2 if any(problem for _, problem in problems) else 0
         checks = services.select_checks(**selectors)
+        if options["enqueue"] or (options["due"] and kong_settings.EXECUTOR == "tasks"):
+            return self.enqueue(checks, options)
         token = ""
-        if options["due"]:  # claim only what this process will really run
+        if options["due"]:  # claim only what this process will really run: the default location's, or --location's
             token = services.new_token()
-            checks = services.claim_due(checks, token=token)
+            checks = services.claim_due(services.here(checks, options["location"]), token=token)
         elif not checks.exists():
             raise services.KongError("nothing to check: no active test applies to a live site")
         report = services.run_checks(
@@ -80,6 +83,14 @@ class Command(NagiosCommand):
         if options["junit_xml"]:
             options["junit_xml"].write_bytes(formats.as_junit(report))
         return report.exit_code
+
+    def enqueue(self, checks: Any, options: dict[str, Any]) -> int:
+        from kong.tasks import run_checks_task  # the engine is imported only when used
+
+        report = services.enqueue_checks(checks, run_checks_task, due=options["due"])
+        if not options["quiet"]:
+            self.stdout.write(report.render(options["format"]))
+        return 0
 
     def progress(self, options: dict[str, Any]) -> Any:
         """Failures as they happen, plus a bar with a count and ETA on a terminal; text format only."""

@@ -42,10 +42,14 @@ class Command(NagiosCommand):
         services.sync_checks()
         self.signals = 0
         previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        scheduler = Scheduler(workers, prune=not options["no_prune"])
+        task: Any = None
+        if kong_settings.EXECUTOR == "tasks":  # the engine's workers run the checks; imported only then
+            from kong.tasks import run_checks_task as task
+        scheduler = Scheduler(workers, prune=not options["no_prune"], task=task)
         self.verbosity = options["verbosity"]
         self.recorded = 0
-        self.log(f"kong_scheduler: {workers} workers, a tick every {options['tick']:g} s")
+        where = "enqueued as Django Tasks" if task is not None else f"{workers} workers"
+        self.log(f"kong_scheduler: {where}, a tick every {options['tick']:g} s")
         try:
             scheduler.run(tick=options["tick"], stopping=lambda: self.signals > 0, on_result=self.show)
         finally:
