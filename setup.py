@@ -32,6 +32,15 @@ setup(
         "twill>=3.3,<=3.3.1",  # the versions the engine was verified against (kong.engine.grammar)
         "croniter>=2.0",
     ],
+    extras_require={
+        # Scale-out on Django's Tasks framework: built into Django 6+, the
+        # django-tasks backport on 5.2. The backport is required always (an
+        # install marker cannot see the Django version); on Django 6 it is
+        # unused, as Kong and django-tasks-db import django.tasks first.
+        "tasks": ["django-tasks>=0.12,<0.13", "django-tasks-db>=0.13,<0.14"],
+        # The RQ (Redis) backend instead of the database one.
+        "rq": ["django-tasks>=0.12,<0.13", "django-tasks-rq>=0.12,<0.13"],
+    },
     classifiers=[
         "Framework :: Django",
         "Framework :: Django :: 5.2",
