@@ -20,7 +20,17 @@ check`` (and at deploy) instead of as a crash in the 3 a.m. cron run:
   take the write lock up front (``"transaction_mode": "IMMEDIATE"``);
 - ``kong.W013``: Kong's database is a SQLite file not in WAL mode;
 - ``kong.W014``: a ``KONG_*`` setting that Kong does not know (a misspelling
-  would otherwise be silently ignored).
+  would otherwise be silently ignored);
+- ``kong.E020``: ``KONG_EXECUTOR`` is not "pool" or "tasks", or is "tasks"
+  with no Django Tasks framework installed or no ``TASKS`` backend configured;
+- ``kong.E021``: ``KONG_EXECUTOR = "tasks"`` with the Immediate backend (checks
+  would run inside the enqueuing process) or the Dummy one (never run);
+- ``kong.E022``: a queue Kong uses is not in the backend's ``QUEUES``:
+  "default" (where Kong's tasks are declared), ``KONG_DEFAULT_QUEUE``, and
+  with ``check --database`` each active location's; or a queue name longer
+  than django-tasks-db stores (32 characters);
+- ``kong.E023``: the django-tasks-db backend is configured but
+  ``django_tasks_db`` is not in ``INSTALLED_APPS``.
 
 Each notifier checks its own settings (``Notifier.run_checks``): the webhook
 notifier raises ``kong.E002``, the email notifier ``kong.W001`` and
@@ -60,6 +70,7 @@ NUMBERS: dict[str, tuple[float, bool]] = {
     "DELIVERY_RETRIES": (1, True),
     "ALERT_SUMMARY_THRESHOLD": (2, True),
     "CLAIM_LEASE": (1, False),
+    "TASK_BATCH": (1, True),
 }
 
 
@@ -75,6 +86,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         *_retention(),
         *_lease(),
         *_sqlite(),
+        *_executor(),
     ]
 
 
@@ -97,6 +109,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
                 continue
             messages += _stored_schedules(alias)
             messages += _stored_timeouts(alias)
+            messages += _location_queues(alias)
         except DatabaseError as error:
             messages.append(
                 Error(
@@ -382,3 +395,123 @@ def _unknown_settings() -> list[CheckMessage]:
         hint = f"Did you mean KONG_{close[0]}?" if close else "See the settings table in Kong's README."
         warnings.append(Warning(f"{name} is not a Kong setting; Kong ignores it.", hint=hint, id="kong.W014"))
     return warnings
+
+
+# -- scale-out on Django Tasks ---------------------------------------------------
+
+# The engine's default queue, where Kong's tasks are declared (kong.tasks).
+ENGINE_DEFAULT_QUEUE = "default"
+# django-tasks-db stores a task's queue name in 32 characters.
+DB_QUEUE_NAME_LENGTH = 32
+
+
+def _tasks_backend() -> dict[str, Any] | None:
+    """The project's default TASKS backend settings, or None when it has none."""
+    configured = getattr(settings, "TASKS", None)
+    if not isinstance(configured, dict) or not isinstance(configured.get("default"), dict):
+        return None
+    backend: dict[str, Any] = configured["default"]
+    return backend
+
+
+def _backend_kind(backend: dict[str, Any]) -> str:
+    path = str(backend.get("BACKEND", ""))
+    for kind in ("Immediate", "Dummy", "Database", "RQ"):
+        if path.rsplit(".", 1)[-1].startswith(kind):
+            return kind
+    return ""
+
+
+def _executor() -> list[CheckMessage]:
+    from kong.services.dispatch import tasks_framework
+
+    executor = kong_settings.EXECUTOR
+    backend = _tasks_backend()
+    if executor not in ("pool", "tasks"):
+        return [
+            Error(
+                f'KONG_EXECUTOR must be "pool" or "tasks", not {executor!r}.',
+                hint='"pool" runs checks here; "tasks" enqueues them for Django Tasks workers.',
+                id="kong.E020",
+            )
+        ]
+    problems: list[CheckMessage] = []
+    if executor == "tasks" and (tasks_framework() is None or backend is None):
+        missing = "no Django Tasks framework is installed" if tasks_framework() is None else "settings.TASKS is not set"
+        problems.append(
+            Error(
+                f'KONG_EXECUTOR is "tasks" but {missing}, so nothing would run the checks.',
+                hint="pip install 'django-kong[tasks]', add 'django_tasks_db' to INSTALLED_APPS and set TASKS "
+                '= {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []}} (README, Scaling out).',
+                id="kong.E020",
+            )
+        )
+    if backend is None:
+        return problems
+    kind = _backend_kind(backend)
+    if executor == "tasks" and kind in ("Immediate", "Dummy"):
+        what = "run every check inside the process that enqueues it" if kind == "Immediate" else "never run a check"
+        problems.append(
+            Error(
+                f'KONG_EXECUTOR is "tasks" but the TASKS backend is the {kind} backend, which would {what}.',
+                hint="Use a backend with workers, such as django_tasks_db.DatabaseBackend and manage.py db_worker.",
+                id="kong.E021",
+            )
+        )
+    if kind == "Database" and not apps_installed("django_tasks_db"):
+        problems.append(
+            Error(
+                "The TASKS backend is django-tasks-db but 'django_tasks_db' is not in INSTALLED_APPS.",
+                hint="Add 'django_tasks_db' to INSTALLED_APPS and run manage.py migrate.",
+                id="kong.E023",
+            )
+        )
+    if kind not in ("Immediate", "Dummy"):  # E021 already, or a development setup
+        problems += _queue_problems(backend, [ENGINE_DEFAULT_QUEUE, str(kong_settings.DEFAULT_QUEUE)], "")
+    return problems
+
+
+def _queue_problems(backend: dict[str, Any], queues: list[str], whose: str) -> list[CheckMessage]:
+    """E022 for each of ``queues`` the backend would refuse."""
+    allowed = backend.get("QUEUES", [ENGINE_DEFAULT_QUEUE])  # the engines' default when QUEUES is absent
+    problems: list[CheckMessage] = []
+    for queue in dict.fromkeys(queues):
+        if allowed and queue not in allowed:
+            problems.append(
+                Error(
+                    f"Queue {queue!r}{whose} is not in the TASKS backend's QUEUES ({list(allowed)!r}).",
+                    hint=f"Add {queue!r} to TASKS['default']['QUEUES'] (Kong uses 'default', KONG_DEFAULT_QUEUE "
+                    "and each location's queue), or leave QUEUES empty.",
+                    id="kong.E022",
+                )
+            )
+        elif _backend_kind(backend) == "Database" and len(queue) > DB_QUEUE_NAME_LENGTH:
+            problems.append(
+                Error(
+                    f"Queue {queue!r}{whose} is longer than django-tasks-db stores ({DB_QUEUE_NAME_LENGTH} characters).",
+                    hint="Give it a shorter queue_name.",
+                    id="kong.E022",
+                )
+            )
+    return problems
+
+
+def _location_queues(alias: str) -> list[CheckMessage]:
+    """E022 for each active location whose queue the TASKS backend would refuse."""
+    from kong.models import Location
+
+    backend = _tasks_backend()
+    if backend is None or _backend_kind(backend) in ("Immediate", "Dummy"):
+        return []
+    problems: list[CheckMessage] = []
+    for slug, queue in Location.objects.using(alias).filter(is_active=True).order_by("slug").values_list(
+        "slug", "queue_name"
+    ):
+        problems += _queue_problems(backend, [queue], f" (location {slug!r})")
+    return problems
+
+
+def apps_installed(name: str) -> bool:
+    from django.apps import apps
+
+    return apps.is_installed(name)

@@ -105,7 +105,7 @@ KONG_CLAIM_LEASE = float(os.environ.get("KONG_TEST_CLAIM_LEASE", 300))
 # Without it, the framework's default (the Immediate backend) applies.
 # Every queue Kong uses is listed, "default" included (the engine validates
 # a task's queue against QUEUES).
-KONG_TEST_QUEUES = ["default", "kong", "kong-eu", "kong-us"]
+_TEST_TASK_QUEUES = ["default", "kong", "kong-eu", "kong-us"]
 _TASKS_ENGINE = os.environ.get("KONG_TEST_TASKS", "")
 if _TASKS_ENGINE:
     import django
@@ -114,9 +114,9 @@ if _TASKS_ENGINE:
         INSTALLED_APPS.append("django_tasks")
 if _TASKS_ENGINE == "db":
     INSTALLED_APPS.append("django_tasks_db")
-    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": KONG_TEST_QUEUES}}
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": _TEST_TASK_QUEUES}}
 elif _TASKS_ENGINE == "rq":
     INSTALLED_APPS += ["django_rq", "django_tasks_rq"]
     _REDIS = f"redis://127.0.0.1:{os.environ.get('KONG_TEST_REDIS_PORT', '6390')}/{os.environ.get('KONG_TEST_REDIS_DB', '0')}"
-    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": KONG_TEST_QUEUES}}
-    RQ_QUEUES = {name: {"URL": _REDIS, "DEFAULT_TIMEOUT": 600} for name in KONG_TEST_QUEUES}
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": _TEST_TASK_QUEUES}}
+    RQ_QUEUES = {name: {"URL": _REDIS, "DEFAULT_TIMEOUT": 600} for name in _TEST_TASK_QUEUES}
