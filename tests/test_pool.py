@@ -180,6 +180,23 @@ def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
+def quiet_fds() -> set[int]:
+    """This process's descriptors once earlier tests' workers, which a pool
+    stops without waiting, have exited and the test server has closed their
+    connections."""
+    give_up = time.monotonic() + 30
+    while worker_process._stopped and time.monotonic() < give_up:
+        worker_process.reap_stopped()
+        time.sleep(0.02)
+    seen = open_fds()
+    while time.monotonic() < give_up:
+        time.sleep(0.2)
+        now, seen = seen, open_fds()
+        if now == seen:
+            break
+    return seen
+
+
 def fds_settle_to(expected: set[int]) -> set[int]:
     """This process's descriptors once the test server's threads have closed
     the connections the workers left (they do so a moment after the workers
@@ -202,7 +219,7 @@ def test_a_failed_fork_leaves_the_job_for_a_worker_that_could_start_and_leaks_no
 
     worker_process.prepare_fork()  # its first call opens what it keeps (caches), not what a fork leaks
     gc.unfreeze()
-    before = open_fds()
+    before = quiet_fds()
     monkeypatch.setattr(os, "fork", fork_once)
     with pool.WorkerPool(3) as workers:
         outcomes = [
@@ -221,7 +238,7 @@ def test_when_no_worker_can_be_forked_the_checks_end_as_errors(web, monkeypatch)
 
     worker_process.prepare_fork()
     gc.unfreeze()
-    before = open_fds()
+    before = quiet_fds()
     monkeypatch.setattr(os, "fork", no_fork)
     outcomes = list(pool.run_jobs([job(f"go {web.url()}", key=n) for n in range(2)], 2))
     monkeypatch.undo()

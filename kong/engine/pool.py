@@ -15,7 +15,14 @@ Keeping workers small and cheap to start:
   (``gc.freeze``), so a child's garbage collector does not write to, and
   so copy, the shared pages;
 - workers start lazily, only when there is work for them, and are replaced
-  after ``max_checks_per_worker`` checks so slow leaks cannot grow.
+  after ``max_checks_per_worker`` checks so slow leaks cannot grow;
+- forking a worker from a Django process takes 5 to 15 ms, so 64 of them
+  take most of a second: the pool forks only while no finished check is
+  waiting, and collects (and hands out the next job) in between, so the
+  first workers never idle while the last ones are forked;
+- stopping idle workers does not wait for them to exit: they are killed
+  (they hold nothing) and reaped later, so a run's end is not held up by
+  64 processes tearing down their address spaces.
 
 Three timeout layers protect a run: httpx's per-request timeout and the
 soft alarm live in ``kong.engine.runner``; here the parent SIGKILLs a worker that
@@ -48,7 +55,14 @@ from typing import Any
 
 from kong.engine import runner
 from kong.engine.runner import Job, Outcome
-from kong.engine.workers import ForkedProcess, memory_limit_setting, prepare_fork, read_count, worker_main
+from kong.engine.workers import (
+    ForkedProcess,
+    memory_limit_setting,
+    prepare_fork,
+    read_count,
+    reap_stopped,
+    worker_main,
+)
 from kong.status import Status
 
 _fork = multiprocessing.get_context("fork")
@@ -118,6 +132,10 @@ class WorkerPool:
         self.finished: list[tuple[Job, Outcome]] = []
         # id(job) -> how many workers died before beginning it.
         self._start_failures: dict[int, int] = {}
+        # A finished check is waiting to be collected: fork no more until it is.
+        self._results_waiting = False
+        # The last fork failed (EAGAIN, ENOMEM): wait for workers, do not spin.
+        self._fork_failed = False
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -152,7 +170,8 @@ class WorkerPool:
         self._dispatch()
         finished, self.finished = self.finished, []
         if self._busy():
-            finished.extend(self._collect(0 if finished else timeout))
+            forking = bool(self.pending) and len(self.workers) < self.size and not self._fork_failed
+            finished.extend(self._collect(0 if finished or forking else timeout))
             self._dispatch()
         finished.extend(self.finished)
         self.finished = []
@@ -170,24 +189,16 @@ class WorkerPool:
         return dropped
 
     def close(self) -> None:
-        """Stop every worker: idle ones are asked to exit, all at once (one
-        by one, 64 workers would take a quarter of a second); busy ones are
-        killed."""
+        """Stop every worker: busy ones are killed and reaped; idle ones,
+        which hold nothing, are killed all at once and reaped later
+        (``reap_stopped``), so that the caller does not wait for 64
+        processes to tear down their address spaces."""
         for worker in self._busy():
             self._kill(worker)
-        idle = list(self.workers)
-        for worker in idle:
-            try:
-                worker.conn.send(None)
-            except (BrokenPipeError, EOFError, OSError):
-                pass
-        deadline = time.monotonic() + 2
-        for worker in idle:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(2)
+        for worker in list(self.workers):
+            worker.process.stop()
             self._discard(worker)
+        reap_stopped()
 
     # -- internals -------------------------------------------------------
 
@@ -206,8 +217,17 @@ class WorkerPool:
                     continue
                 self._assign(worker, self.pending.popleft())
         wanted = min(len(self.pending), self.size - len(self.workers))
-        if wanted > 0:
+        if wanted > 0 and not self._waiting():
             self._spawn(wanted)
+
+    def _waiting(self) -> bool:
+        """Whether a busy worker has finished (or died) and waits to be collected."""
+        if not self._results_waiting:
+            busy = self._busy()
+            self._results_waiting = bool(busy) and bool(
+                wait([w.conn for w in busy] + [w.process.sentinel for w in busy], 0)
+            )
+        return self._results_waiting
 
     def _assign(self, worker: _Worker, job: Job) -> None:
         worker.job = job
@@ -235,6 +255,7 @@ class WorkerPool:
         self.finished.append((job, Outcome(Status.ERROR, 0, reason)))
 
     def _collect(self, timeout: float | None) -> Iterator[tuple[Job, Outcome]]:
+        self._results_waiting = False
         busy = self._busy()
         wait_for = max(0.0, min(worker.deadline for worker in busy) - time.monotonic())
         if timeout is not None:
@@ -302,22 +323,29 @@ class WorkerPool:
         return f"exited with code {code}"
 
     def _spawn(self, count: int) -> None:
-        """Fork ``count`` workers, preparing the parent once for all of them,
-        and hand each its first job at once: the first workers are already
-        waiting on the network while the last ones are forked.
+        """Fork up to ``count`` workers, preparing the parent once for all of
+        them, and hand each its first job at once: the first workers are
+        already waiting on the network while the last ones are forked. Stops
+        early when a busy worker has finished, so that ``poll`` collects it
+        and gives it its next job before forking on.
 
         A failed fork (EAGAIN, ENOMEM) leaves the job queued for a worker that
         frees up or a later fork; with no worker at all, every queued job
         ends as an ``error`` outcome."""
+        reap_stopped()
         prepare_fork()
         try:
             for _ in range(count):
+                if self._waiting():
+                    return
                 try:
                     worker = self._fork()
                 except OSError as error:
+                    self._fork_failed = True
                     if not any(worker.process.is_alive() for worker in self.workers):
                         self._fail_pending(f"could not start a worker process: {error}")
                     return
+                self._fork_failed = False
                 self.workers.append(worker)
                 self.spawned += 1
                 self._assign(worker, self.pending.popleft())
@@ -358,14 +386,7 @@ class WorkerPool:
         self._discard(worker)
 
     def _retire(self, worker: _Worker) -> None:
-        try:
-            worker.conn.send(None)
-        except (BrokenPipeError, EOFError, OSError):
-            pass
-        worker.process.join(2)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join(2)
+        worker.process.stop()  # idle: it holds nothing, and the run need not wait for it to exit
         self._discard(worker)
 
     def _discard(self, worker: _Worker) -> None:
@@ -387,5 +408,3 @@ def run_jobs(jobs: Iterable[Job], workers: int, **pool_options: Any) -> Iterator
         return
     with WorkerPool(min(workers, len(jobs)), **pool_options) as pool:
         yield from pool.run(jobs)
-
-

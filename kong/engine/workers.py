@@ -22,8 +22,7 @@ from kong.status import Status
 # How much lower the workers' CPU priority is than the parent's (see _worker_main).
 WORKER_NICENESS = 5
 
-# How many fresh workers a check may go through that die before it begins,
-# before it is given up as an error (a worker that cannot even start).
+
 class ForkedProcess:
     """The slice of ``multiprocessing.Process`` the pool needs, on a bare
     ``os.fork()``. It starts a worker in about half the parent's time
@@ -69,6 +68,21 @@ class ForkedProcess:
         if self.is_alive():
             os.kill(self.pid, signal.SIGKILL)
 
+    def stop(self) -> None:
+        """Kill the child and release the sentinel without waiting for it to
+        exit (tearing down a worker's address space takes milliseconds of
+        CPU, and 64 of them add up); ``reap_stopped`` reaps it later."""
+        if self.is_alive():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _stopped.append(self.pid)
+            self.exitcode = -signal.SIGKILL
+        if self.sentinel >= 0:
+            os.close(self.sentinel)
+            self.sentinel = -1
+
     def close(self) -> None:
         """Release the sentinel; a child still running is killed and reaped first."""
         if self.exitcode is None:
@@ -88,6 +102,22 @@ class ForkedProcess:
             return
         if pid:
             self.exitcode = os.waitstatus_to_exitcode(status)
+
+
+# Workers killed by ``ForkedProcess.stop`` and not reaped yet.
+_stopped: list[int] = []
+
+
+def reap_stopped() -> None:
+    """Reap the stopped workers that have exited (never waits). Those still
+    exiting are reaped by a later call, or by init once this process ends."""
+    for pid in list(_stopped):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not ours (a forked worker inherits the list), or reaped elsewhere
+            done = pid
+        if done:
+            _stopped.remove(pid)
 
 
 def read_count(page: mmap.mmap) -> int:
