@@ -19,6 +19,7 @@ import os
 import pstats
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -154,11 +155,14 @@ def timed(function: Callable[[], Any]) -> tuple[float, Any]:
 
 # Where a Kong run's time goes, by the functions that do each part.
 PARTS = {
-    "record (DB write: result + check state)": ("kong/services/recording.py", "record_many"),
-    "build_job (render + validate script)": ("kong/services/jobs.py", "build_job"),
-    "runner.execute (twill, inline runs)": ("kong/runner.py", "execute"),
-    "forking workers": ("kong/pool.py", "_spawn"),
-    "stopping workers": ("kong/pool.py", "close"),
+    "django.setup": ("django/__init__.py", "setup"),
+    "system checks": ("django/core/management/base.py", "check"),
+    "sync_checks": ("kong/services/planning.py", "sync_checks"),
+    "build_job (render + validate)": ("kong/services/jobs.py", "build_job"),
+    "record_many (DB write: results + check state)": ("kong/services/recording.py", "record_many"),
+    "runner.execute (twill, inline runs)": ("kong/engine/runner.py", "execute"),
+    "forking workers": ("kong/engine/pool.py", "_spawn"),
+    "stopping workers": ("kong/engine/pool.py", "close"),
     "idle, waiting for workers": ("~", "<method 'poll' of 'select.poll' objects>"),
 }
 
@@ -189,14 +193,7 @@ def profiled(into: list[str], *, limit: int = 18) -> Iterator[None]:
         yield
     finally:
         profiler.disable()
-        into.append(breakdown(pstats.Stats(profiler)))
-        for order in ("cumulative", "tottime"):
-            out = io.StringIO()
-            stats = pstats.Stats(profiler, stream=out)
-            stats.strip_dirs().sort_stats(order).print_stats(limit)
-            lines = [line for line in out.getvalue().splitlines() if line.strip()]
-            start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
-            into.append(f"  by {order}:\n" + "\n".join(f"    {line}" for line in lines[start:]))
+        into.extend(_report(pstats.Stats(profiler), limit))
 
 
 def profile_if_missed(row: Row, run: Callable[[], Any]) -> None:
@@ -207,6 +204,34 @@ def profile_if_missed(row: Row, run: Callable[[], Any]) -> None:
     with profiled(profile):
         run()
     row.profile = "\n".join(profile)
+
+
+def profile_process(command: list[str], env: dict[str, str], *, limit: int = 18) -> str:
+    """Run ``command`` (``python -m ...``) once more under cProfile, in a
+    process of its own, and return its breakdown and top functions (the
+    process that ran ``command``; not its forked workers)."""
+    assert command[1] == "-m", command
+    with tempfile.TemporaryDirectory() as workdir:
+        output = Path(workdir) / "profile.out"
+        subprocess.run(
+            [command[0], "-m", "cProfile", "-o", str(output), *command[1:]],
+            cwd=REPO, env=env, capture_output=True, check=False,
+        )  # fmt: skip
+        if not output.exists():
+            return "  (the profiled run did not finish)"
+        return "\n".join(_report(pstats.Stats(str(output)), limit))
+
+
+def _report(stats: pstats.Stats, limit: int) -> list[str]:
+    lines_out = [breakdown(stats)]
+    for order in ("cumulative", "tottime"):
+        out = io.StringIO()
+        stats.stream = out  # type: ignore[attr-defined]
+        stats.strip_dirs().sort_stats(order).print_stats(limit)
+        lines = [line for line in out.getvalue().splitlines() if line.strip()]
+        start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
+        lines_out.append(f"  by {order}:\n" + "\n".join(f"    {line}" for line in lines[start:]))
+    return lines_out
 
 
 def memory_kib(pid: int) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Run Kong's benchmarks (P1, P2, P4, P5) and print one table: ``make bench``.
+"""Run Kong's benchmarks (P1, P1s, P2, P4, P5) and print one table: ``make bench``.
 
 Each benchmark runs in a process of its own (so one's heap or pool cannot
 skew another's) and reports JSON rows; this prints them together with the
@@ -20,13 +20,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
-    ("bench_throughput.py", []),
+    ("bench_nagios.py", []),
+    ("bench_scheduler.py", []),
     ("bench_cpu.py", []),
     ("bench_memory.py", []),
     ("bench_due_tick.py", []),
 ]
 QUICK = {  # a smoke run of the same code paths, for trying changes
-    "bench_throughput.py": ["--checks", "128", "--rounds", "1"],
+    "bench_nagios.py": ["--checks", "1000", "200", "--rounds", "1"],
+    "bench_scheduler.py": ["--checks", "1000", "--rounds", "1"],
     "bench_cpu.py": ["--checks", "200", "--rounds", "1"],
     "bench_memory.py": ["--workers", "16"],
     "bench_due_tick.py": ["--checks", "2000", "--repeat", "3"],
