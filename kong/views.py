@@ -157,13 +157,15 @@ def testresult_for_site(request: HttpRequest, site_slug: str, test_slug: str) ->
     days = request.GET.get("days", "")
     name = request.GET.get("range") or (f"{days}d" if days else "")
     range_name, since = dashboard.range_start(name, ranges=dashboard.HISTORY_RANGES)
-    results = dashboard.history(site, test, since)
+    location = request.GET.get("location", "")
+    results = dashboard.history(site, test, since, location)
     points = dashboard.points(results)
     daily = dashboard.daily(site, test, dashboard.HISTORY_RANGES[range_name])
     context = {
         "site": site,
         "test": test,
         "checks": dashboard.pair_checks(site, test),
+        "location": location,
         "page": Paginator(results, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
         "points": points,
         "stats": dashboard.stats(points),
@@ -286,13 +288,14 @@ def run_pending(request: HttpRequest, ticket: str) -> HttpResponse:
 @kong_feed
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format: one set of gauges per check, plus totals."""
-    text = dashboard.prometheus(dashboard.load_fleet())
+    text = dashboard.prometheus(dashboard.load_fleet().filtered(dashboard.Filters.from_query(request.GET)))
     return HttpResponse(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @kong_feed
 def api_status(request: HttpRequest) -> HttpResponse:
     """JSON: counts by status and every check's state."""
-    data = dashboard.status_json(dashboard.load_fleet(), dashboard.runner_staleness())
+    fleet = dashboard.load_fleet().filtered(dashboard.Filters.from_query(request.GET))
+    data = dashboard.status_json(fleet, dashboard.runner_staleness())
     return HttpResponse(json.dumps(data, indent=1), content_type="application/json")
 

@@ -652,7 +652,7 @@ def test_metrics_in_prometheus_format(client, pair):
     response = client.get(reverse("kong:metrics"))
     text = response.content.decode()
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
-    labels = 'site="ljworld",test="front-page",server=""'
+    labels = 'site="ljworld",test="front-page",server="",location=""'
     assert f"kong_check_up{{{labels}}} 0" in text
     assert f"kong_check_duration_seconds{{{labels}}} 1.500000" in text
     assert f"kong_check_consecutive_failures{{{labels}}} 2" in text
@@ -751,3 +751,42 @@ def test_history_pages_read_results_through_an_index(client, pair):
         for step in steps:  # a seek into an index, never a SCAN of the table or a whole index
             assert step.startswith("SEARCH kong_testresult USING"), (url, plan)
 
+
+
+# -- locations ------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_and_filters_where_each_check_ran_from(client):
+    """Inside the firewall passes, outside fails: the per-location rollup says so."""
+    from kong import services
+    from kong.engine.runner import Outcome
+    from kong.models import Location
+
+    inside = Location.objects.create(name="Inside", slug="inside")
+    outside = Location.objects.create(name="Outside", slug="outside")
+    site = make_site("intranet", name="Intranet")
+    site.locations.set([inside, outside])
+    test = make_test("front-page", sites=[site])
+    services.sync_checks()
+    checks = {check.location.slug: check for check in services.select_checks()}
+    assert set(checks) == {"inside", "outside"}
+    services.record(checks["inside"], Outcome("passed", 12.0))
+    services.record(checks["outside"], Outcome("timeout", 10000.0, "timed out after 10 s"))
+    login(client)
+
+    matrix = client.get(reverse("kong:index")).context_data["matrix"]
+    assert [(rollup.ref.slug, rollup.failing, rollup.total) for rollup in matrix.locations] == [
+        ("outside", 1, 1),
+        ("inside", 0, 1),
+    ]
+    assert client.get(reverse("kong:index"), {"location": "outside"}).context_data["matrix"].total == 1
+
+    status = json.loads(client.get(reverse("kong:api_status"), {"location": "inside"}).content)
+    assert [(check["location"], check["status"]) for check in status["checks"]] == [("inside", "passed")]
+    metrics = client.get(reverse("kong:metrics")).content.decode()
+    assert 'location="outside"' in metrics
+
+    history = reverse("kong:testresult_for_site", args=[site.slug, test.slug])
+    page = client.get(history, {"location": "outside"}).context_data["page"]
+    assert [(result.location.slug, result.status) for result in page] == [("outside", "timeout")]
+    assert b"Outside" in client.get(history).content

@@ -26,7 +26,13 @@ def counts(fleet: Fleet) -> dict[str, int]:
 
 def _in_order(checks: Iterable[CheckState]) -> list[CheckState]:
     """By site, test and server slug, so feeds diff cleanly between scrapes."""
-    return sorted(checks, key=lambda check: (check.site.slug, check.test.slug, check.server.slug if check.server else ""))
+    return sorted(
+        checks,
+        key=lambda check: (
+            check.site.slug, check.test.slug, check.server.slug if check.server else "",
+            check.location.slug if check.location else "",
+        ),
+    )  # fmt: skip
 
 
 def prometheus(fleet: Fleet) -> str:
@@ -40,7 +46,11 @@ def prometheus(fleet: Fleet) -> str:
     up, duration, failures, last_run = [], [], [], []
     for check in _in_order(fleet.checks):
         server = check.server.slug if check.server else ""
-        labels = f'{{site="{_label(check.site.slug)}",test="{_label(check.test.slug)}",server="{_label(server)}"}}'
+        location = check.location.slug if check.location else ""
+        labels = (
+            f'{{site="{_label(check.site.slug)}",test="{_label(check.test.slug)}",server="{_label(server)}",'
+            f'location="{_label(location)}"}}'
+        )
         failures.append(f"kong_check_consecutive_failures{labels} {check.consecutive_failures}")
         if check.status == CheckStatus.PENDING or check.last_run_at is None:
             continue
@@ -82,6 +92,7 @@ def status_json(fleet: Fleet, staleness: Staleness | None = None) -> dict[str, o
                 "site": check.site.slug,
                 "test": check.test.slug,
                 "server": check.server.slug if check.server else None,
+                "location": check.location.slug if check.location else None,
                 "status": check.status,
                 "since": _iso(check.status_since),
                 "last_run_at": _iso(check.last_run_at),

@@ -18,7 +18,7 @@ from django.db.models import CharField, ExpressionWrapper, F, Max
 from django.utils import timezone
 
 from kong import schedule
-from kong.models import Check, Site, Test
+from kong.models import Check, Location, Site, Test
 from kong.status import FAILING, CheckStatus, is_muted
 
 # -- the fleet, from Check rows --------------------------------------------
@@ -55,6 +55,7 @@ class CheckState:
     duration: float | None
     failed_line: int | None
     reason: str
+    location: Ref | None = None  # None: the default location
 
     @property
     def is_failing(self) -> bool:
@@ -72,6 +73,12 @@ class Fleet:
     checks: list[CheckState]
     site_servers: dict[int, list[Ref]]
 
+    def filtered(self, filters: Filters) -> Fleet:
+        """The same fleet, with only the checks ``filters`` match."""
+        if not filters.active:
+            return self
+        return Fleet([check for check in self.checks if filters.matches(self, check)], self.site_servers)
+
     def servers_of(self, check: CheckState) -> list[Ref]:
         """The servers a check covers: its own, else all of its site's."""
         return [check.server] if check.server else self.site_servers.get(check.site.id, [])
@@ -80,8 +87,10 @@ class Fleet:
 _CHECK_FIELDS = (
     "pk", "site_id", "test_id", "server_id", "server__slug", "server__name", "status",
     "since", "last_run", "muted", "consecutive_failures",
-    "last_result_id", "last_result__duration", "last_result__failed_line", "last_result__reason",
+    "last_result_id", "last_result__duration", "last_result__failed_line", "last_result__reason", "location_id",
 )  # fmt: skip
+# The default location (checks of sites with no location), in rollups and filters.
+DEFAULT_LOCATION = Ref(0, "default", "Default location")
 # The three timestamps come back raw (text on SQLite) and are parsed by _moment():
 # Django's per-value converters cost more than the rest of the query at 2,000 rows.
 _RAW_MOMENTS = {
@@ -125,12 +134,15 @@ def load_fleet() -> Fleet:
         site_servers[site_id].append(server)
     # Inactive tests and dead sites are dropped below (they are not in tests/sites),
     # which spares this query two joins.
-    rows = Check.objects.order_by().annotate(**_RAW_MOMENTS).values_list(*_CHECK_FIELDS)
+    rows = list(Check.objects.active().order_by().annotate(**_RAW_MOMENTS).values_list(*_CHECK_FIELDS))
+    locations: dict[int, Ref] = {}
+    if any(row[-1] for row in rows):  # a fleet without locations pays no query for them
+        locations = {pk: Ref(pk, slug, name) for pk, slug, name in Location.objects.values_list("pk", "slug", "name")}
     zone = connection.timezone if settings.USE_TZ else None
     checks = []
     for (
         pk, site_id, test_id, server_id, server_slug, server_name, status, since, last_run, muted, failures,
-        result_id, duration, failed_line, reason,
+        result_id, duration, failed_line, reason, location_id,
     ) in rows:  # fmt: skip
         if site_id not in sites or test_id not in tests:
             continue
@@ -141,7 +153,7 @@ def load_fleet() -> Fleet:
             CheckState(
                 pk, sites[site_id], tests[test_id], server, status, _moment(since, zone) or timezone.now(),
                 last_run and _moment(last_run, zone), failures, muted and _moment(muted, zone),
-                result_id, duration, failed_line, reason or "",
+                result_id, duration, failed_line, reason or "", locations.get(location_id) if location_id else None,
             )
         )
     return Fleet(checks, dict(site_servers))
@@ -157,6 +169,7 @@ class Filters:
     type: str = ""
     server: str = ""
     q: str = ""
+    location: str = ""  # a location's slug, or "default"
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filters:
@@ -164,14 +177,17 @@ class Filters:
             type=(query.get("type") or "").strip(),
             server=(query.get("server") or "").strip(),
             q=(query.get("q") or "").strip(),
+            location=(query.get("location") or "").strip(),
         )
 
     @property
     def active(self) -> bool:
-        return bool(self.type or self.server or self.q)
+        return bool(self.type or self.server or self.q or self.location)
 
     def matches(self, fleet: Fleet, check: CheckState) -> bool:
         if self.type and (check.site.type is None or check.site.type.slug != self.type):
+            return False
+        if self.location and location_of(check).slug != self.location:
             return False
         if self.server and all(server.slug != self.server for server in fleet.servers_of(check)):
             return False
@@ -208,6 +224,8 @@ class Matrix:
     pending: int
     types: list[Rollup] = field(default_factory=list)
     servers: list[Rollup] = field(default_factory=list)
+    # By location, when the fleet has any: "inside passes, outside fails" is the firewall.
+    locations: list[Rollup] = field(default_factory=list)
 
     @property
     def passing(self) -> int:
@@ -244,7 +262,15 @@ def build_matrix(fleet: Fleet, filters: Filters | None = None) -> Matrix:
         pending=sum(check.status == CheckStatus.PENDING for check in checks),
         types=_rollups(fleet.checks, lambda check: [check.site.type] if check.site.type else []),
         servers=_rollups(fleet.checks, fleet.servers_of),
+        locations=_rollups(fleet.checks, lambda check: [location_of(check)])
+        if any(check.location for check in fleet.checks)
+        else [],
     )
+
+
+def location_of(check: CheckState) -> Ref:
+    """Where a check runs from: its location, or the default one."""
+    return check.location or DEFAULT_LOCATION
 
 
 def _rollups(checks: Iterable[CheckState], groups_of: Callable[[CheckState], Sequence[Ref]]) -> list[Rollup]:

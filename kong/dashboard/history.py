@@ -112,13 +112,19 @@ def daily(site: Site, test: Test, span: timedelta, now: datetime | None = None) 
     return DailyHistory(daily_history(test, site, days=days, now=now), raw_cutoff(now))
 
 
-def history(site: Site, test: Test, since: datetime) -> QuerySet[TestResult]:
-    """One pair's results since ``since``, newest first (index kong_result_history)."""
-    return (
+def history(site: Site, test: Test, since: datetime, location: str = "") -> QuerySet[TestResult]:
+    """One pair's results since ``since``, newest first (index kong_result_history);
+    only those run from ``location`` (a slug, or "default") when given."""
+    results = (
         TestResult.objects.filter(site=site, test=test, run_date__gte=since)
-        .select_related("server")
+        .select_related("server", "location")
         .defer("content", "script")
     )
+    if location == "default":
+        return results.filter(location__isnull=True)
+    if location:
+        return results.filter(location__slug=location)
+    return results
 
 
 def points(results: QuerySet[TestResult], limit: int = CHART_LIMIT) -> list[Point]:
@@ -138,6 +144,8 @@ def recent_points(checks: Sequence[Check], limit: int = 30) -> dict[int, list[Po
         results = TestResult.objects.filter(site_id=check.site_id, test_id=check.test_id)
         if check.server_id:
             results = results.filter(server_id=check.server_id)
+        if check.location_id:
+            results = results.filter(location_id=check.location_id)
         found[check.pk] = points(results, limit)
     return found
 
@@ -205,7 +213,12 @@ def site_checks(site: Site) -> list[tuple[Check, list[Point]]]:
 
 def pair_checks(site: Site, test: Test) -> list[Check]:
     """The checks of ``test`` on ``site``: one, or one per server."""
-    return list(Check.objects.active().filter(site=site, test=test).select_related("server").order_by("server__name"))
+    return list(
+        Check.objects.active()
+        .filter(site=site, test=test)
+        .select_related("server", "location")
+        .order_by("server__name", "location__name")
+    )
 
 
 def test_checks(test: Test) -> list[Check]:

@@ -96,6 +96,8 @@ def _cell(checks: list[CheckState], href: str, now: float) -> str:
     parts = [f'<td class="k-cell k-{status if status in ICONS else escape(status)}">']
     for check in checks:
         server = f'<span class="k-server">{escape(check.server.name)}</span> ' if check.server else ""
+        if check.location:
+            server += f'<span class="k-location">{escape(check.location.name)}</span> '
         label = _STATUS_HTML.get(check.status) or escape(check.status)
         if check.last_run_at is None:
             parts.append(f'<a href="{href}" title="not run yet">{server}{label}</a>')
