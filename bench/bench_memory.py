@@ -1,7 +1,8 @@
 """P4: memory per worker with Django loaded.
 
 Starts a Kong pool of ``--workers`` (64) processes from a Django process,
-runs a few checks through every worker, then reads /proc/PID/smaps_rollup:
+runs two checks per worker against a 1 s server (so that every worker is
+forked before the first check ends), then reads /proc/PID/smaps_rollup:
 
 - USS (private clean + private dirty): what each worker costs on its own;
 - PSS summed over the parent and all workers: what the whole pool costs,
@@ -31,7 +32,7 @@ TOTAL_GOAL_MIB = 1024.0
 
 
 def measure(url: str, workers: int, *, cold: bool = False) -> dict[str, Any]:
-    """Run 3 checks per worker in a fresh pool; return memory figures in MiB."""
+    """Run 2 checks per worker in a fresh pool; return memory figures in MiB."""
     from kong.engine import pool, runner
     from kong.engine.runner import Job
     from kong.engine.scripts import validate
@@ -41,7 +42,7 @@ def measure(url: str, workers: int, *, cold: bool = False) -> dict[str, Any]:
         runner._warmed_up, gc.freeze = True, (lambda: None)
     try:
         script = validate(f'go {url}\ncode 200\nfind "Latest News"')
-        jobs = [Job(key=n, label="bench", script=script, timeout=30, request_timeout=30) for n in range(workers * 3)]
+        jobs = [Job(key=n, label="bench", script=script, timeout=30, request_timeout=30) for n in range(workers * 2)]
         with pool.WorkerPool(workers) as workers_pool:
             statuses = {outcome.status for _, outcome in workers_pool.run(jobs)}
             assert statuses == {"passed"}, statuses
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as workdir, LatencyServer(0.05) as server:
+    with tempfile.TemporaryDirectory() as workdir, LatencyServer(1.0) as server:
         setup_django(Path(workdir))
         cold = measure(server.url, options.workers, cold=True)
         warm = measure(server.url, options.workers)
