@@ -16,8 +16,12 @@ from kong.engine import pool
 from kong.engine.runner import Outcome
 from kong.models import Check
 from kong.notifiers import outbox
+from kong.services.running import RECORD_BATCH, RECORD_DELAY
 
 logger = logging.getLogger("kong.scheduler")
+
+# Seconds between two pumps of the alert sender while results arrive.
+SENDER_POLL = 0.25
 
 
 class Scheduler:
@@ -55,6 +59,9 @@ class Scheduler:
         self.prune_enabled = prune
         self.pruned_on: date | None = None
         self.sender = outbox.Sender()
+        self.backlog = False  # the last claim was full: more checks may be due
+        self.pumped = float("-inf")  # when the sender was last pumped
+        self.recorded = float("-inf")  # when outcomes were last recorded
 
     @property
     def tokens(self) -> set[str]:
@@ -76,14 +83,26 @@ class Scheduler:
             services.sync_checks()
             self.enqueued = services.enqueue_checks(Check.objects.all(), self.task, due=True, now=now)
             return reports
-        idle = self.pool.size - self.pool.in_flight
-        if idle <= 0:
+        if self.pool.size - self.pool.in_flight <= 0:
             return reports
         services.sync_checks()  # tests and sites added or retired since the last tick
+        return reports + self.claim_for_idle(now)
+
+    def claim_for_idle(self, now: datetime | None = None) -> list[services.CheckReport]:
+        """Claim and start due checks for the idle workers (no more), with a
+        token of this claim's own. When the claim took as many as it asked
+        for, more may be due: the loop claims again as workers free up
+        rather than leave them idle until the next tick (``run``)."""
+        idle = self.pool.size - self.pool.in_flight
+        self.backlog = False
+        if idle <= 0:
+            return []
         # Other locations' checks are left for their task queues.
         everything = services.here(Check.objects.select_related("test", "site", "site__type", "server", "location"))
         token = services.new_token()
-        for check in services.claim_due(everything, now=now, limit=idle, token=token):
+        claimed = list(services.claim_due(everything, now=now, limit=idle, token=token))
+        self.backlog = len(claimed) >= idle
+        for check in claimed:
             if check.pk in self.in_flight:  # never twice, whatever the database says
                 continue
             prepared = services.prepare(check)
@@ -92,7 +111,7 @@ class Scheduler:
             elif prepared.job is not None:
                 self.in_flight[check.pk] = (check, prepared.source, token)
                 self.pool.submit(prepared.job)
-        return reports + self.record_unrecorded()
+        return self.record_unrecorded()
 
     def collect(self, timeout: float) -> list[services.CheckReport]:
         """Wait up to ``timeout`` seconds for checks to finish; record them
@@ -106,9 +125,14 @@ class Scheduler:
                 continue
             check, source, token = entry
             self.keep(check, outcome, source, token)
-        reports = self.record_unrecorded()
-        if reports or self.sender.busy:
-            self.sender.pump()
+        # Record in batches, as run_checks does: one transaction per result
+        # would cost the loop more than the checks it waits for.
+        reports = []
+        if not self.in_flight or len(self.unrecorded) >= RECORD_BATCH or time.monotonic() - self.recorded >= RECORD_DELAY:
+            reports = self.record_unrecorded()
+        if (reports or self.sender.busy) and time.monotonic() - self.pumped >= SENDER_POLL:
+            self.sender.pump()  # folds storms and claims deliveries: a few queries, so not per result
+            self.pumped = time.monotonic()
         return reports
 
     def send_alerts(self, now: datetime | None = None) -> None:
@@ -127,12 +151,20 @@ class Scheduler:
         stay held and the error propagates (the loop logs it and retries).
         Recording is idempotent per claim, so a retry never stores twice."""
         reports = []
+        self.recorded = time.monotonic()
         while self.unrecorded:
-            check, outcome, source, token = self.unrecorded[0]
-            result = services.record(check, outcome, source=source, token=token, group=self.GROUP, hold=self.hold)
-            self.unrecorded.pop(0)
-            if result is not None:
-                reports.append(services.report_for(check, result))
+            token = self.unrecorded[0][3]  # the oldest outcome's claim, with every other of that claim
+            batch = [item for item in self.unrecorded if item[3] == token]
+            results = services.record_many(
+                [(check, outcome, source) for check, outcome, source, _ in batch],
+                token=token, group=self.GROUP, hold=self.hold,
+            )  # fmt: skip
+            self.unrecorded = [item for item in self.unrecorded if item[3] != token]
+            reports += [
+                services.report_for(check, result)
+                for (check, _, _, _), result in zip(batch, results, strict=True)
+                if result is not None
+            ]
         return reports
 
     def hold(self, alert: outbox.Alerted, now: datetime) -> datetime | None:
@@ -191,6 +223,8 @@ class Scheduler:
                     self.prune_daily()
                 else:
                     reports = self.collect(min(0.5, max(0.0, next_tick - time.monotonic())))
+                    if self.backlog and self.pool.size - self.pool.in_flight >= max(1, self.pool.size // 8):
+                        reports += self.claim_for_idle()  # more are due: an eighth of the pool is idle
                 if outage:
                     logger.warning("kong_scheduler: the database is back")
                     outage = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from typing import Any
 
@@ -29,6 +31,12 @@ class NagiosCommand(BaseCommand):
 
         parser.error = error  # type: ignore[method-assign]
         return parser
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # A command run from the command line ends with the process: spare the
+        # collector its last sweeps of the heap at exit (0.1 s after 2,000 checks).
+        atexit.register(gc.freeze)
+        super().run_from_argv(argv)
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         """Run the command; a database Kong cannot use, found anywhere (even

@@ -105,6 +105,7 @@ def run_checks(
         if len(pending) >= RECORD_BATCH or time.monotonic() - last_flush >= RECORD_DELAY:
             flush()
             last_flush = time.monotonic()
+            sender.pump()  # a few queries: once per batch committed, never per result
 
     jobs: list[Job] = []
     try:
@@ -118,7 +119,6 @@ def run_checks(
         size = kong_settings.WORKERS if workers is None else workers
         for job, outcome in _run_jobs(jobs, size, lease, sender):
             keep(by_key[job.key], outcome)
-            sender.pump()
     finally:  # also on Ctrl-C or a database error: what finished is recorded, the rest is due again at once
         try:
             if pending:
