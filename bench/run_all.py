@@ -1,4 +1,4 @@
-"""Run Kong's benchmarks (P1, P1s, P2, P4, P5) and print one table: ``make bench``.
+"""Run Kong's benchmarks (P1, P1s, P2, P4, P5, T) and print one table: ``make bench``.
 
 Each benchmark runs in a process of its own (so one's heap or pool cannot
 skew another's) and reports JSON rows; this prints them together with the
@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("bench_cpu.py", []),
     ("bench_memory.py", []),
     ("bench_due_tick.py", []),
+    ("bench_tasks.py", []),
 ]
 QUICK = {  # a smoke run of the same code paths, for trying changes
     "bench_nagios.py": ["--checks", "1000", "200", "--rounds", "1"],
@@ -32,6 +33,7 @@ QUICK = {  # a smoke run of the same code paths, for trying changes
     "bench_cpu.py": ["--checks", "200", "--rounds", "1"],
     "bench_memory.py": ["--workers", "16"],
     "bench_due_tick.py": ["--checks", "2000", "--repeat", "3"],
+    "bench_tasks.py": ["--checks", "200"],
 }
 
 

@@ -41,6 +41,9 @@ def rss_kib(pid: int) -> int:
 
 
 def test_workers_start_lazily_and_only_as_many_as_there_is_work(web):
+    # A slow page keeps all three checks in flight at once: a worker that
+    # finished early would (rightly) be reused instead of forking another.
+    web.route("/", delay=1.0)
     with pool.WorkerPool(8) as workers:
         assert workers.spawned == 0
         outcomes = list(workers.run([job(f"go {web.url()}", key=n) for n in range(3)]))
