@@ -77,10 +77,9 @@ def wait_for(count: int, deadline: float) -> float:
 def through_workers(checks: int, processes: int, slots: int) -> float:
     """Checks per second through ``processes`` db_workers of ``slots`` each."""
     clear_results()
-    from django.db import connection
+    from django_tasks_db.models import DBTaskResult
 
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM django_tasks_db_dbtaskresult")
+    DBTaskResult.objects.all().delete()
     command = [sys.executable, "-m", "django", "db_worker", "--queue-name", "kong", "--no-reload"]
     command += ["--no-startup-delay", "--interval", "0.05"]
     workers = [

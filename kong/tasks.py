@@ -34,7 +34,9 @@ from kong.services import dispatch
 def run_checks_task(context: Any, check_ids: list[int], token: str) -> dict[str, Any]:
     """Run and record the checks ``token`` still holds among ``check_ids``;
     returns plain data (``dispatch.run_claimed``)."""
-    return dispatch.run_claimed([int(pk) for pk in check_ids], str(token), worker=worker_id(context))
+    return dispatch.run_claimed(
+        [int(pk) for pk in check_ids], str(token), worker=worker_id(context), reuse_pool=in_a_worker(context)
+    )
 
 
 def run_check_task(check_id: int) -> dict[str, Any] | None:
@@ -47,6 +49,22 @@ def worker_id(context: Any) -> str:
     none: the result then says ``host:pid``)."""
     worker_ids = getattr(getattr(context, "task_result", None), "worker_ids", None) or []
     return str(worker_ids[-1]) if worker_ids else ""
+
+
+def in_a_worker(context: Any) -> bool:
+    """Whether this task runs in a worker process of the engine's (db_worker,
+    rqworker), which runs task after task and so keeps one pool of check
+    processes for all of them; not with the Immediate backend, which runs a
+    task inside whoever enqueued it."""
+    framework = dispatch.tasks_framework()
+    alias = getattr(getattr(context, "task_result", None), "backend", None)
+    if framework is None or not alias:
+        return False
+    try:
+        backend = framework.task_backends[alias]
+    except Exception:  # an unknown alias: run as a one-off
+        return False
+    return type(backend).__name__ not in ("ImmediateBackend", "DummyBackend")
 
 
 def _declare() -> tuple[Any, Any]:

@@ -461,3 +461,25 @@ def test_list_and_dry_run_write_nothing(web):
     call_command("check_sites", "--list", "--due", stdout=out)
     assert Check.objects.count() == 0
     assert TestResult.objects.count() == 0
+
+
+def test_a_task_worker_reuses_one_pool_for_batch_after_batch(web):
+    """A db_worker runs task after task: the second batch reuses the check
+    processes the first one forked (forking per batch halved its throughput)."""
+    from kong.services import running
+
+    sites = [make_site(f"r{n}", servername=web.host) for n in range(2)]
+    make_test(sites=sites)
+    try:
+        services.run_checks(services.select_checks(), workers=2, reuse_pool=True)
+        shared = running._shared_pool
+        assert shared is not None
+        assert shared.spawned == 2
+        services.run_checks(services.select_checks(), workers=2, reuse_pool=True)
+        assert running._shared_pool is shared
+        assert shared.spawned == 2  # no new fork
+        assert TestResult.objects.count() == 4
+    finally:
+        if running._shared_pool is not None:
+            running._shared_pool.close()
+            running._shared_pool = None

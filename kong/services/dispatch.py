@@ -149,7 +149,7 @@ def _enqueue(task: Any, queue: str, pks: list[int], token: str, report: EnqueueR
     report.tasks += 1
 
 
-def run_claimed(check_ids: list[int], token: str, *, worker: str = "") -> dict[str, Any]:
+def run_claimed(check_ids: list[int], token: str, *, worker: str = "", reuse_pool: bool = False) -> dict[str, Any]:
     """The body of Kong's task: run the checks among ``check_ids`` that
     ``token`` still holds, in this host's pool of ``KONG_WORKERS`` under the
     three timeout layers, renewing their leases while they run, and record
@@ -166,7 +166,7 @@ def run_claimed(check_ids: list[int], token: str, *, worker: str = "") -> dict[s
     )
     if len(held) < len(check_ids):
         logger.info("kong task: %d of %d checks are no longer ours to run", len(check_ids) - len(held), len(check_ids))
-    report = run_checks(held, token=token, worker=worker) if held else None
+    report = run_checks(held, token=token, worker=worker, reuse_pool=reuse_pool) if held else None
     results = report.results if report else []
     return {
         "ran": len(held),

@@ -4,10 +4,12 @@ background."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +45,7 @@ def run_checks(
     token: str = "",
     on_result: Callable[[CheckReport, int, int], None] | None = None,
     worker: str = "",
+    reuse_pool: bool = False,
 ) -> RunReport:
     """Run ``checks`` (in a pool of ``workers`` processes; 0 runs inline) and
     record every result. An invalid script is recorded as an ``error``
@@ -117,7 +120,7 @@ def run_checks(
             elif prepared.job is not None:
                 jobs.append(prepared.job)
         size = kong_settings.WORKERS if workers is None else workers
-        for job, outcome in _run_jobs(jobs, size, lease, sender):
+        for job, outcome in _run_jobs(jobs, size, lease, sender, reuse=reuse_pool):
             keep(by_key[job.key], outcome)
     finally:  # also on Ctrl-C or a database error: what finished is recorded, the rest is due again at once
         try:
@@ -136,18 +139,36 @@ def run_checks(
     return report
 
 
+def shared_pool(size: int) -> pool.WorkerPool:
+    """One long-lived pool per process, for a task worker (``db_worker``,
+    ``rqworker``) that runs task after task: each batch reuses the workers
+    the last one forked instead of forking its own. Closed at exit."""
+    global _shared_pool
+    if _shared_pool is None or _shared_pool.size != size:
+        if _shared_pool is not None:
+            _shared_pool.close()
+        _shared_pool = pool.WorkerPool(size, **pool_options())
+        atexit.register(_shared_pool.close)
+    return _shared_pool
+
+
+_shared_pool: pool.WorkerPool | None = None
+
+
 def _run_jobs(
-    jobs: list[Job], size: int, lease: LeaseKeeper, sender: outbox.Sender | None = None
+    jobs: list[Job], size: int, lease: LeaseKeeper, sender: outbox.Sender | None = None, *, reuse: bool = False
 ) -> Iterator[tuple[Job, Outcome]]:
-    """Run ``jobs`` in a pool of ``size`` workers (0: inline), renewing the
-    run's leases between results, at least every ``lease.interval`` seconds,
-    and (while ``sender`` has alerts in flight) keeping it going."""
+    """Run ``jobs`` in a pool of ``size`` workers (0: inline; ``reuse``: this
+    process's shared pool), renewing the run's leases between results, at
+    least every ``lease.interval`` seconds, and (while ``sender`` has alerts
+    in flight) keeping it going."""
     if size <= 0 or not jobs:
         for job, outcome in pool.run_jobs(jobs, 0):
             lease.renew_if_due()
             yield job, outcome
         return
-    with pool.WorkerPool(min(size, len(jobs)), **pool_options()) as workers:
+    owned = nullcontext(shared_pool(size)) if reuse else pool.WorkerPool(min(size, len(jobs)), **pool_options())
+    with owned as workers:
         for job in jobs:
             workers.submit(job)
         try:
