@@ -24,7 +24,6 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -33,6 +32,7 @@ from kong.masking import MASK
 from kong.models import Site, Test, TestResult
 from tests.factories import make_site, make_test, make_type
 from tests.fleet import FakeSite
+from tests.test_check_sites import run_inline
 
 # Long enough for twill's show_forms to cut it (at 40 characters), with a quote,
 # HTML specials, a non-ASCII letter and a backslash, so that its URL-encoded,
@@ -141,16 +141,8 @@ echo {{ login.password }}
 
 
 def run(*args: str) -> tuple[int, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    try:
-        call_command("check_sites", *args, stdout=stdout, stderr=stderr)
-        code = 0
-    except SystemExit as exited:
-        code = int(exited.code or 0)
-    except CommandError as error:
-        code = error.returncode
-        stderr.write(str(error))
-    return code, stdout.getvalue() + stderr.getvalue()
+    done = run_inline(*args)
+    return done.returncode, done.stdout + done.stderr
 
 
 def send_pending_alerts() -> None:
