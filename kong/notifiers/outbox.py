@@ -451,7 +451,7 @@ class Sender:
         only when it outlives its own timeout."""
         if not self.enabled():
             return
-        per_attempt = float(kong_settings.DELIVERY_TIMEOUT)
+        per_attempt = kong_settings.DELIVERY_TIMEOUT
         budget = per_attempt + 0.5 if timeout is None else timeout
         deadline = time.monotonic() + budget
         while True:

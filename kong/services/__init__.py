@@ -21,7 +21,6 @@ from kong.services.dispatch import (
     enqueue_checks,
     fail_stale_tasks,
     here,
-    queue_for,
     run_claimed,
     stale_tasks,
 )
@@ -63,7 +62,6 @@ __all__ = [
     "pool_options",
     "prepare",
     "preview_checks",
-    "queue_for",
     "record",
     "record_many",
     "release_claims",

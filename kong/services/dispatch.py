@@ -51,13 +51,6 @@ def tasks_framework() -> ModuleType | None:
     return None
 
 
-def queue_for(check: Check) -> str:
-    """The task queue a check goes to: its location's, or ``KONG_DEFAULT_QUEUE``."""
-    if check.location_id is not None and check.location is not None:
-        return check.location.queue_name
-    return kong_settings.DEFAULT_QUEUE
-
-
 def here(checks: CheckQuerySet, locations: list[str] | tuple[str, ...] = ()) -> CheckQuerySet:
     """The checks a local run (``--due`` in the pool, the scheduler) takes:
     those of the default location, or of ``locations`` when it names some
@@ -117,7 +110,7 @@ def enqueue_checks(
         )
     report = EnqueueReport()
     refused: list[str] = []
-    size = max(1, int(kong_settings.TASK_BATCH))
+    size = max(1, kong_settings.TASK_BATCH)
     with transaction.atomic():
         token = new_token()
         if due:
@@ -125,8 +118,9 @@ def enqueue_checks(
         else:
             claimed = Check.objects.filter(pk__in=checks.claim(token, now=now))
         by_queue: dict[str, list[int]] = defaultdict(list)
-        for check in claimed.select_related(*CHECK_RELATED).order_by("pk"):
-            by_queue[queue_for(check)].append(check.pk)
+        # Only ids and queue names: a task loads its own checks on the worker.
+        for pk, queue in claimed.order_by("pk").values_list("pk", "location__queue_name"):
+            by_queue[queue or kong_settings.DEFAULT_QUEUE].append(pk)
         for queue, pks in sorted(by_queue.items()):
             for start in range(0, len(pks), size):
                 batch = pks[start : start + size]
@@ -192,7 +186,7 @@ def stale_tasks(now: datetime | None = None) -> Any:
     from django_tasks_db.models import DBTaskResult
 
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=max(float(kong_settings.CLAIM_LEASE), STALE_TASK_SECONDS))
+    cutoff = now - timedelta(seconds=max(kong_settings.CLAIM_LEASE, STALE_TASK_SECONDS))
     return DBTaskResult.objects.filter(status="RUNNING", task_path__startswith="kong.tasks.", started_at__lt=cutoff)
 
 
